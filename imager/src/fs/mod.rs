@@ -1,0 +1,146 @@
+//! Used-block maps: which byte ranges of a partition hold data worth storing.
+//!
+//! Each parser reads only the file system's own allocation structures (ext block group
+//! bitmaps, the FAT) and never trusts them blindly: a structure that points outside the
+//! partition is an error, and the caller falls back to storing every non-zero block.
+
+pub mod ext;
+pub mod fat;
+pub mod nonzero;
+pub mod swap;
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::io::ReadAt;
+
+/// What a partition holds, as recorded in the manifest.
+///
+/// New kinds (NTFS allocation from `$Bitmap` is next) are added as variants; readers of an
+/// older build see an unknown string and refuse the manifest with a clear error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum FsKind {
+    Ext2,
+    Ext3,
+    Ext4,
+    Fat12,
+    Fat16,
+    Fat32,
+    Swap,
+    /// Recognised but not yet parsed: stored as non-zero blocks.
+    Ntfs,
+    /// Nothing recognised.
+    Unknown,
+}
+
+/// How the used ranges were found, so a reader of the manifest knows what "unused" means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum MapMethod {
+    /// The file system's allocation structures: unused ranges are free space.
+    Allocation,
+    /// Only the header is kept (swap): the rest is scratch space.
+    Header,
+    /// Every block that is not all zeros: unused ranges were zero in the source.
+    Nonzero,
+}
+
+/// Used byte ranges of one partition, relative to its start: sorted, non-overlapping,
+/// merged, each inside `[0, partition length)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedMap {
+    pub fs: FsKind,
+    pub method: MapMethod,
+    /// Allocation unit in bytes (ext block size, FAT cluster size, 4096 for non-zero scans).
+    pub block_size: u64,
+    pub ranges: Vec<Range<u64>>,
+}
+
+impl UsedMap {
+    pub fn used_bytes(&self) -> u64 {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
+/// Errors of the file-system parsers. A parser error never fails a capture: the capture
+/// logs it and falls back to [`nonzero::map`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    #[error("reading {what} at byte {offset}: {source}")]
+    Io { what: &'static str, offset: u64, source: std::io::Error },
+    #[error("{fs:?} structure is inconsistent: {reason}")]
+    Corrupt { fs: FsKind, reason: String },
+}
+
+/// Finds what the partition holds and which ranges are in use.
+///
+/// Order matters: swap and ext are recognised by magic numbers at fixed offsets, FAT by a
+/// boot sector whose fields must all be plausible, and anything else is scanned for non-zero
+/// blocks. A recognised file system whose structures are inconsistent falls back to the scan
+/// too (the fallback is logged by the caller through the returned `fallback` reason).
+pub fn used_map(dev: &dyn ReadAt, len: u64) -> (UsedMap, Option<FsError>) {
+    let parsed = if swap::detect(dev, len) {
+        Some(swap::map(dev, len))
+    } else if ext::detect(dev, len) {
+        Some(ext::map(dev, len))
+    } else if fat::detect(dev, len) {
+        Some(fat::map(dev, len))
+    } else {
+        None
+    };
+    match parsed {
+        Some(Ok(map)) => (map, None),
+        Some(Err(e)) => (nonzero_or_empty(dev, len, FsKind::Unknown), Some(e)),
+        None => {
+            let kind = if is_ntfs(dev) { FsKind::Ntfs } else { FsKind::Unknown };
+            (nonzero_or_empty(dev, len, kind), None)
+        }
+    }
+}
+
+fn nonzero_or_empty(dev: &dyn ReadAt, len: u64, fs: FsKind) -> UsedMap {
+    let mut map = nonzero::map(dev, len).unwrap_or_else(|_| UsedMap {
+        fs,
+        method: MapMethod::Nonzero,
+        block_size: nonzero::BLOCK,
+        ranges: vec![0..len],
+    });
+    map.fs = fs;
+    map
+}
+
+/// NTFS boot sectors carry the OEM id "NTFS    " at byte 3.
+fn is_ntfs(dev: &dyn ReadAt) -> bool {
+    let mut oem = [0u8; 8];
+    dev.read_exact_at(&mut oem, 3).is_ok() && &oem == b"NTFS    "
+}
+
+/// Sorts and merges touching or overlapping ranges, dropping empty ones.
+pub fn normalize(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_merges_and_sorts() {
+        let r = normalize(vec![10..20, 0..5, 5..7, 15..30, 40..40]);
+        assert_eq!(r, vec![0..7, 10..30]);
+    }
+}

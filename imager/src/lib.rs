@@ -1,0 +1,11 @@
+//! parc-imager: the image format, the chunk store, capture and deploy.
+//!
+//! An image is a manifest (partition table, and for each partition the byte ranges in use
+//! cut into content-addressed chunks) plus the chunks themselves, stored zstd-compressed
+//! and named by the sha256 of their uncompressed bytes. See `FORMAT.md`.
+
+pub mod digest;
+pub mod fs;
+pub mod io;
+
+pub use digest::Digest;
