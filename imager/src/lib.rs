@@ -5,6 +5,7 @@
 //! and named by the sha256 of their uncompressed bytes. See `FORMAT.md`.
 
 pub mod digest;
+pub mod format;
 pub mod fs;
 pub mod io;
 
