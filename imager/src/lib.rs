@@ -7,6 +7,15 @@
 pub mod digest;
 pub mod format;
 pub mod fs;
+pub mod inspect;
 pub mod io;
 
 pub use digest::Digest;
+pub mod blockdev;
+pub mod capture;
+pub mod deploy;
+pub mod error;
+pub mod progress;
+pub mod store;
+
+pub use error::Error;

@@ -220,7 +220,7 @@ impl Manifest {
                 }
                 let cell = c.at[0][0] / self.chunk_size;
                 for &[o, l] in &c.at {
-                    let e = o.checked_add(l).unwrap_or(u64::MAX);
+                    let e = o.saturating_add(l);
                     if l == 0 || o < start || e > end {
                         return bad(format!(
                             "{what}: chunk {} range [{o}, +{l}) is empty or outside [{start}, {end})",
