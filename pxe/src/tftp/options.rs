@@ -55,18 +55,35 @@ pub struct Negotiated {
     pub oack: Vec<(String, String)>,
 }
 
-/// Negotiates `requested` against the server's limits.
+/// The server's side of a negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest block for this transfer.
+    pub max_blksize: u16,
+    /// Largest window in blocks.
+    pub max_windowsize: u16,
+    /// Largest window in bytes. A window arrives at the client as one burst: it must fit the
+    /// client's socket receive buffer or the tail is dropped and costs a timeout. Linux's default
+    /// buffer (208 KiB) holds about 64 KiB of payload once per-packet overhead is counted, which
+    /// is what atftp with `blksize 8192, windowsize 16` on loopback shows.
+    pub max_window_bytes: u32,
+}
+
+/// Negotiates `requested` against the server's `limits`.
 ///
-/// `max_blksize` is the largest block the server will send on this path and `file_size` the
-/// size to announce for `tsize` (`None` when unknown, as for netascii where the converted size
-/// is only known after reading the whole file).
+/// `file_size` is the size to announce for `tsize` (`None` when unknown, as for netascii where
+/// the converted size is only known after reading the whole file).
 pub fn negotiate(
     requested: &[(String, String)],
     mode: Mode,
-    max_blksize: u16,
-    max_windowsize: u16,
+    limits: Limits,
     file_size: Option<u64>,
 ) -> Negotiated {
+    let Limits {
+        max_blksize,
+        max_windowsize,
+        ..
+    } = limits;
     let mut n = Negotiated {
         blksize: DEFAULT_BLKSIZE,
         windowsize: 1,
@@ -104,15 +121,28 @@ pub fn negotiate(
                     v.to_string()
                 }),
             // A client sends 0 in a read request; the server answers with the size.
+            // An empty file's size is not announced: curl (7.88) rejects "tsize 0" in an OACK
+            // as illegal, and leaving an option out is always allowed.
             name::TSIZE if mode == Mode::Octet => value
                 .parse::<u64>()
                 .ok()
                 .and(file_size)
+                .filter(|&size| size > 0)
                 .map(|size| size.to_string()),
             _ => None,
         };
         if let Some(v) = acked {
             n.oack.push((name.clone(), v));
+        }
+    }
+    let by_bytes =
+        (limits.max_window_bytes / u32::from(n.blksize)).clamp(1, u32::from(u16::MAX)) as u16;
+    if n.windowsize > by_bytes {
+        n.windowsize = by_bytes;
+        for (name, value) in &mut n.oack {
+            if name == name::WINDOWSIZE {
+                *value = by_bytes.to_string();
+            }
         }
     }
     n
@@ -121,6 +151,12 @@ pub fn negotiate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_blksize: 1468,
+        max_windowsize: 64,
+        max_window_bytes: 65536,
+    };
 
     fn opts(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()
@@ -133,8 +169,7 @@ mod tests {
         let n = negotiate(
             &opts(&[("tsize", "0"), ("blksize", "1468"), ("windowsize", "4")]),
             Mode::Octet,
-            1468,
-            64,
+            LIMITS,
             Some(850528),
         );
         assert_eq!((n.blksize, n.windowsize, n.timeout), (1468, 4, None));
@@ -196,7 +231,7 @@ mod tests {
             ),
         ];
         for (req, blk, win, timeout, oack) in cases {
-            let n = negotiate(&opts(req), Mode::Octet, 1468, 64, Some(10));
+            let n = negotiate(&opts(req), Mode::Octet, LIMITS, Some(10));
             assert_eq!(n.blksize, *blk, "{req:?}");
             assert_eq!(n.windowsize, *win, "{req:?}");
             assert_eq!(n.timeout, timeout.map(Duration::from_secs), "{req:?}");
@@ -205,9 +240,42 @@ mod tests {
     }
 
     #[test]
-    fn tsize_is_not_offered_for_netascii() {
-        let n = negotiate(&opts(&[("tsize", "0")]), Mode::Netascii, 1468, 64, Some(10));
+    fn tsize_is_not_offered_for_netascii_or_empty_files() {
+        let n = negotiate(&opts(&[("tsize", "0")]), Mode::Netascii, LIMITS, Some(10));
         assert!(n.oack.is_empty());
+        let n = negotiate(&opts(&[("tsize", "0")]), Mode::Octet, LIMITS, Some(0));
+        assert!(n.oack.is_empty());
+    }
+
+    #[test]
+    fn window_bytes_are_capped() {
+        let limits = Limits {
+            max_blksize: 65464,
+            ..LIMITS
+        };
+        let n = negotiate(
+            &opts(&[("blksize", "8192"), ("windowsize", "16")]),
+            Mode::Octet,
+            limits,
+            None,
+        );
+        assert_eq!((n.blksize, n.windowsize), (8192, 8));
+        assert_eq!(n.oack, opts(&[("blksize", "8192"), ("windowsize", "8")]));
+        let n = negotiate(
+            &opts(&[("windowsize", "16"), ("blksize", "65464")]),
+            Mode::Octet,
+            limits,
+            None,
+        );
+        assert_eq!((n.blksize, n.windowsize), (65464, 1));
+        assert_eq!(n.oack, opts(&[("windowsize", "1"), ("blksize", "65464")]));
+        let n = negotiate(
+            &opts(&[("blksize", "1468"), ("windowsize", "64")]),
+            Mode::Octet,
+            limits,
+            None,
+        );
+        assert_eq!(n.windowsize, 44);
     }
 
     #[test]

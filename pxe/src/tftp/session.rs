@@ -32,6 +32,8 @@ pub struct Config {
     pub max_blksize: u16,
     /// Largest window the server agrees to (RFC 7440).
     pub max_windowsize: u16,
+    /// Largest window in bytes (see [`options::Limits::max_window_bytes`]).
+    pub max_window_bytes: u32,
     /// Initial and largest retransmission timeout when the client negotiates none.
     pub timeout: Duration,
     /// Smallest adaptive retransmission timeout.
@@ -45,6 +47,7 @@ impl Default for Config {
         Self {
             max_blksize: options::MAX_BLKSIZE,
             max_windowsize: 64,
+            max_window_bytes: 64 * 1024,
             timeout: Duration::from_secs(1),
             min_timeout: Duration::from_millis(200),
             max_retries: 6,
@@ -151,13 +154,12 @@ impl<R: Read> Session<R> {
         } else {
             None
         };
-        let negotiated = options::negotiate(
-            &request.options,
-            request.mode,
+        let limits = options::Limits {
             max_blksize,
-            cfg.max_windowsize,
-            size,
-        );
+            max_windowsize: cfg.max_windowsize,
+            max_window_bytes: cfg.max_window_bytes,
+        };
+        let negotiated = options::negotiate(&request.options, request.mode, limits, size);
         let mut s = Session {
             source,
             cfg: cfg.clone(),

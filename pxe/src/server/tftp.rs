@@ -1,0 +1,318 @@
+//! The TFTP server: one task per transfer, each on its own ephemeral socket (RFC 1350's transfer
+//! IDs), reading the file block by block.
+
+use std::collections::HashSet;
+use std::io::{self, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::tftp::netascii::NetasciiReader;
+use crate::tftp::options::blksize_for_mtu;
+use crate::tftp::packet::{encode_error, ErrorCode, Mode, Packet, Request};
+use crate::tftp::path::{resolve, PathError};
+use crate::tftp::{self, Outcome, Session};
+
+/// TFTP server settings.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    /// Transfer limits and timing.
+    pub session: tftp::Config,
+    /// Transfers served at once; requests beyond get a "server busy" error.
+    pub max_transfers: usize,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        Self {
+            session: tftp::Config::default(),
+            max_transfers: 1024,
+        }
+    }
+}
+
+/// Serves read requests for files under `root` on `socket` until `shutdown` is cancelled, then
+/// waits for the transfers in flight to stop (they are cancelled too).
+///
+/// Files are read as the transfer proceeds, in `blksize × windowsize` steps through a 64 KiB
+/// buffer, never whole. Reads are plain blocking reads on the runtime's threads: boot files are
+/// small and hot in the page cache, which keeps a transfer's loop free of thread hand-offs.
+pub async fn run(
+    socket: UdpSocket,
+    root: PathBuf,
+    config: TftpConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let local = socket.local_addr()?;
+    info!(%local, root = %root.display(), "TFTP server listening");
+    let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let tracker = TaskTracker::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                // ICMP errors from earlier sends surface here on some systems: not fatal.
+                Err(e) => { debug!(error = %e, "TFTP receive error"); continue; }
+            },
+        };
+        let request = match Packet::parse(&buf[..n]) {
+            Ok(Packet::Rrq(req)) => req,
+            Ok(Packet::Wrq(req)) => {
+                info!(%peer, file = %req.filename, "TFTP write request refused");
+                reply_error(
+                    &socket,
+                    peer,
+                    ErrorCode::AccessViolation,
+                    "parc's TFTP server is read-only",
+                )
+                .await;
+                continue;
+            }
+            Err(
+                e @ (tftp::PacketError::UnknownOpcode { .. } | tftp::PacketError::Truncated { .. }),
+            ) => {
+                // Not a request at all: stay silent rather than reflect traffic.
+                debug!(%peer, error = %e, "TFTP garbage ignored");
+                continue;
+            }
+            Err(e) => {
+                info!(%peer, error = %e, "malformed TFTP request");
+                reply_error(&socket, peer, ErrorCode::IllegalOperation, &e.to_string()).await;
+                continue;
+            }
+            Ok(_) => {
+                debug!(%peer, "TFTP packet without transfer ignored");
+                continue;
+            }
+        };
+        let admitted = {
+            let mut set = active.lock().unwrap_or_else(|e| e.into_inner());
+            if set.contains(&peer) {
+                // A retransmitted request for a transfer already running.
+                continue;
+            }
+            set.len() < config.max_transfers && set.insert(peer)
+        };
+        if !admitted {
+            warn!(%peer, max = config.max_transfers, "TFTP server busy");
+            reply_error(
+                &socket,
+                peer,
+                ErrorCode::NotDefined,
+                "server busy, retry later",
+            )
+            .await;
+            continue;
+        }
+        let mut guard = ActiveGuard {
+            set: active.clone(),
+            peer,
+            armed: true,
+        };
+        let opened = match open(&root, &request) {
+            Ok(o) => o,
+            Err((code, msg)) => {
+                info!(%peer, file = %request.filename, %msg, "TFTP request refused");
+                reply_error(&socket, peer, code, &msg).await;
+                guard.release();
+                continue;
+            }
+        };
+        let local_ip = local.ip();
+        let session_cfg = config.session.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _guard = guard;
+            if let Err(e) = transfer(local_ip, peer, request, opened, session_cfg, shutdown).await {
+                warn!(%peer, error = %e, "TFTP transfer failed");
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    info!(%local, "TFTP server stopped");
+    Ok(())
+}
+
+struct ActiveGuard {
+    set: Arc<Mutex<HashSet<SocketAddr>>>,
+    peer: SocketAddr,
+    armed: bool,
+}
+
+impl ActiveGuard {
+    fn release(&mut self) {
+        if self.armed {
+            self.armed = false;
+            self.set
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.peer);
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+struct Opened {
+    file: std::fs::File,
+    size: u64,
+    path: PathBuf,
+}
+
+fn open(root: &std::path::Path, request: &Request) -> Result<Opened, (ErrorCode, String)> {
+    let path = resolve(root, &request.filename).map_err(|e| match e {
+        PathError::AccessViolation { .. } => {
+            (ErrorCode::AccessViolation, "access violation".to_owned())
+        }
+        PathError::NotFound => (ErrorCode::FileNotFound, "file not found".to_owned()),
+        PathError::Root { .. } => {
+            warn!(error = %e, "TFTP root unusable");
+            (ErrorCode::NotDefined, "server misconfigured".to_owned())
+        }
+    })?;
+    let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            (ErrorCode::AccessViolation, "access violation".to_owned())
+        }
+        _ => (ErrorCode::FileNotFound, "file not found".to_owned()),
+    })?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok(Opened { file, size, path })
+}
+
+async fn reply_error(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, msg: &str) {
+    if let Err(e) = socket.send_to(&encode_error(code, msg), peer).await {
+        debug!(%peer, error = %e, "could not send TFTP error");
+    }
+}
+
+async fn transfer(
+    local_ip: IpAddr,
+    peer: SocketAddr,
+    request: Request,
+    opened: Opened,
+    cfg: tftp::Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    socket.connect(peer).await?;
+    let path_blksize = path_mtu(&socket).map(blksize_for_mtu);
+    let started = Instant::now();
+    let reader = BufReader::with_capacity(64 * 1024, opened.file);
+    match request.mode {
+        Mode::Octet => {
+            let s = Session::start(
+                &request,
+                reader,
+                Some(opened.size),
+                &cfg,
+                path_blksize,
+                started,
+            );
+            drive(&socket, s, &request, &opened.path, peer, started, shutdown).await
+        }
+        Mode::Netascii => {
+            let s = Session::start(
+                &request,
+                NetasciiReader::new(reader),
+                None,
+                &cfg,
+                path_blksize,
+                started,
+            );
+            drive(&socket, s, &request, &opened.path, peer, started, shutdown).await
+        }
+    }
+}
+
+async fn drive<R: io::Read>(
+    socket: &UdpSocket,
+    mut session: Session<R>,
+    request: &Request,
+    path: &std::path::Path,
+    peer: SocketAddr,
+    started: Instant,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let n = session.negotiated();
+    debug!(%peer, file = %request.filename, blksize = n.blksize, windowsize = n.windowsize, "TFTP transfer starting");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(p) = session.poll_transmit() {
+            if let Err(e) = socket.send(p).await {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    debug!(%peer, "TFTP client went away");
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        }
+        if let Some(outcome) = session.outcome() {
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Outcome::Completed { bytes, .. } => {
+                    info!(%peer, file = %path.display(), bytes, elapsed_ms, "TFTP transfer complete")
+                }
+                other => {
+                    info!(%peer, file = %path.display(), outcome = ?other, elapsed_ms, "TFTP transfer ended")
+                }
+            }
+            return Ok(());
+        }
+        let deadline = session.deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = socket.recv(&mut buf) => match r {
+                Ok(n) => session.on_packet(&buf[..n], Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    debug!(%peer, "TFTP client went away");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
+            _ = sleep_until(deadline) => session.on_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The kernel's path MTU for a connected IPv4 socket (`IP_MTU`), if it knows one.
+fn path_mtu(socket: &UdpSocket) -> Option<u32> {
+    if !socket.peer_addr().ok()?.is_ipv4() {
+        return None;
+    }
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the fd is a live socket owned by `socket`; `mtu` and `len` are valid for writes
+    // of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && mtu > 0).then_some(mtu as u32)
+}

@@ -1,0 +1,30 @@
+//! End-to-end tests of parc-pxe against real clients: tftp-hpa, atftp and curl over loopback
+//! (`tftp`), udhcpc in network namespaces the tests create (`dhcp`).
+
+mod tftp;
+
+use std::process::Command;
+
+/// True when `program` can be run; otherwise prints a loud SKIP (or panics under `CI=true`,
+/// where a missing prerequisite must fail the run).
+pub fn have(program: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        prerequisite_missing(&format!(
+            "`{program}` not installed (apt-get install {package})"
+        ));
+    }
+    found
+}
+
+/// Prints a loud SKIP, or panics under `CI=true`.
+pub fn prerequisite_missing(what: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and a test prerequisite is missing: {what}");
+    }
+    eprintln!("\n*** SKIP: {what} ***\n");
+}
