@@ -1,8 +1,12 @@
 //! parc-pxe: network boot for parc.
 //!
+//! - [`boot`]: who is asking → what to boot (pure, table-driven).
+//! - [`dhcp`]: DHCP and ProxyDHCP as pure code (`handle(&config, &leases, request, now)`).
 //! - [`tftp`]: TFTP as pure code (packets, options, path resolution, one transfer as a state
 //!   machine).
-//! - [`server`]: the only module that owns sockets: the tokio TFTP server (and the DHCP one).
+//! - [`server`]: the only module that owns sockets: the tokio TFTP and DHCP servers.
 
+pub mod boot;
+pub mod dhcp;
 pub mod server;
 pub mod tftp;
