@@ -26,6 +26,9 @@
 pub mod lease;
 pub mod wire;
 
+/// The wire-format crate, re-exported so callers can name message types.
+pub use dhcproto;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime};
 

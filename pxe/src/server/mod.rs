@@ -8,6 +8,7 @@
 //!
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
+pub mod dhcp;
 pub mod tftp;
 
 use std::io;
@@ -27,6 +28,12 @@ pub enum BindError {
     Privileged {
         /// The address asked for.
         addr: SocketAddr,
+    },
+    /// `SO_BINDTODEVICE` named an interface that does not exist.
+    #[error("network interface {interface:?} does not exist; check --pxe-interface (`ip link` lists them)")]
+    NoInterface {
+        /// The name given.
+        interface: String,
     },
     /// Any other failure (address in use, not an address of this host, ...).
     #[error(

@@ -1,6 +1,7 @@
 //! End-to-end tests of parc-pxe against real clients: tftp-hpa, atftp and curl over loopback
 //! (`tftp`), udhcpc in network namespaces the tests create (`dhcp`).
 
+mod dhcp;
 mod tftp;
 
 use std::process::Command;
