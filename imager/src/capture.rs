@@ -283,6 +283,9 @@ fn run_pipeline(
             let level = opts.zstd_level;
             s.spawn(move || worker(rx, tx, store, level, progress));
         }
+        // Only the workers may keep the queue alive: when they stop (on an error), the reader's
+        // next send fails and it stops too.
+        drop(job_rx);
         drop(done_tx);
         let mut results: Vec<Option<Done>> = (0..n_jobs).map(|_| None).collect();
         let mut got = 0;

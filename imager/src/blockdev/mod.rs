@@ -8,8 +8,9 @@ use std::path::Path;
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 nix::ioctl_none!(blkrrpart, 0x12, 95);
-nix::ioctl_write_ptr!(blkdiscard, 0x12, 119, [u64; 2]);
-nix::ioctl_write_ptr!(blkzeroout, 0x12, 127, [u64; 2]);
+// BLKDISCARD and BLKZEROOUT are declared as _IO (no size) but take a [start, len] pointer.
+nix::ioctl_write_ptr_bad!(blkdiscard, nix::request_code_none!(0x12, 119), [u64; 2]);
+nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 // BLKSSZGET is declared as _IO but returns an int through its pointer argument.
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
 

@@ -1,0 +1,178 @@
+//! Shared helpers for the integration tests: the `parc` binary, root checks, test disks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub fn parc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_parc"))
+}
+
+/// Runs `parc args…`, returning the output (success not checked).
+pub fn parc_run(args: &[&str]) -> Output {
+    let out = parc().args(args).output().expect("run parc");
+    if !out.status.success() {
+        eprintln!("parc {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+/// Runs `parc args… --json` and parses stdout; panics with stderr on failure.
+pub fn parc_json(args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = parc_run(&a);
+    assert!(out.status.success(), "parc {a:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("parc {a:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs a shell command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").args(["-euo", "pipefail", "-c", cmd]).output().expect("run bash");
+    assert!(out.status.success(), "`{cmd}` failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True when running as root. Otherwise prints a loud SKIP, or panics under `CI=true`
+/// (CI must run every test).
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true: {test} needs root and must not skip");
+    }
+    eprintln!("\n*** SKIP {test}: needs root (loop devices, mounts) ***\n");
+    false
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so test data is incompressible but
+/// reproducible without a dependency.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).expect("read file")))
+}
+
+pub fn sha256_range(p: &Path, offset: u64, len: u64) -> String {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(p).expect("open");
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).expect("read range");
+    hex::encode(Sha256::digest(&buf))
+}
+
+pub const MIB: u64 = 1 << 20;
+
+/// A workstation-like test disk: GPT, FAT32 ESP, ext4 root with files and dirty free space
+/// (a deleted random file), a swap partition. Built without root: each file system is made
+/// in its own file and copied into place.
+pub struct TestDisk {
+    pub path: PathBuf,
+    pub esp_offset: u64,
+    pub root_offset: u64,
+    pub root_len: u64,
+    /// Files written into the root file system: (path inside, content sha256).
+    pub root_files: Vec<(String, String)>,
+    pub esp_files: Vec<(String, String)>,
+}
+
+pub const ESP_START: u64 = MIB;
+pub const ESP_LEN: u64 = 40 * MIB;
+pub const ROOT_START: u64 = ESP_START + ESP_LEN;
+pub const ROOT_LEN: u64 = 72 * MIB;
+pub const SWAP_LEN: u64 = 8 * MIB;
+pub const DISK_LEN: u64 = ROOT_START + ROOT_LEN + SWAP_LEN + MIB;
+
+pub fn build_disk(dir: &Path, name: &str, seed: u64) -> TestDisk {
+    let work = dir.join(format!("{name}.build"));
+    std::fs::create_dir_all(work.join("root/etc")).unwrap();
+    std::fs::create_dir_all(work.join("root/home/user")).unwrap();
+    std::fs::create_dir_all(work.join("esp/EFI/BOOT")).unwrap();
+    let mut root_files = Vec::new();
+    let files: [(&str, usize); 4] = [("etc/hostname", 0), ("home/user/data.bin", 6 << 20), ("usr-lib.bin", 3 << 20), ("etc/config", 0)];
+    for (i, (rel, len)) in files.iter().enumerate() {
+        let data = if *len == 0 { format!("test-{name}-{i}\n").into_bytes() } else { random_bytes(seed + i as u64, *len) };
+        // Half of each big file compresses (text-like), half does not.
+        let data = if *len > 0 { [data[..len / 2].to_vec(), vec![b'a'; len / 2]].concat() } else { data };
+        std::fs::write(work.join("root").join(rel), &data).unwrap();
+        root_files.push((format!("/{rel}"), hex::encode(Sha256::digest(&data))));
+    }
+    let esp_data = random_bytes(seed + 100, 2 << 20);
+    std::fs::write(work.join("esp/EFI/BOOT/BOOTX64.EFI"), &esp_data).unwrap();
+    let esp_files = vec![("/EFI/BOOT/BOOTX64.EFI".to_string(), hex::encode(Sha256::digest(&esp_data)))];
+    let w = work.display();
+    // Dirty free space: a random file written then deleted in the ext4 image.
+    std::fs::write(work.join("garbage.bin"), random_bytes(seed + 200, 20 << 20)).unwrap();
+    sh(&format!(
+        "cd {w}
+         mkfs.ext4 -q -F -L root -d root -E lazy_itable_init=0,lazy_journal_init=0,nodiscard root.img {}k
+         debugfs -w -R 'write garbage.bin garbage.bin' root.img >/dev/null 2>&1
+         debugfs -w -R 'rm garbage.bin' root.img >/dev/null 2>&1
+         truncate -s {} esp.img && mkfs.vfat -F 32 -n ESP esp.img >/dev/null
+         MTOOLS_SKIP_CHECK=1 mcopy -s -Q -i esp.img esp/EFI ::/
+         truncate -s {} swap.img && mkswap swap.img >/dev/null",
+        ROOT_LEN / 1024,
+        ESP_LEN,
+        SWAP_LEN
+    ));
+    let path = dir.join(format!("{name}.raw"));
+    let p = path.display();
+    sh(&format!(
+        "truncate -s {DISK_LEN} {p}
+         sgdisk -Z -n1:{}:+{}K -t1:ef00 -c1:ESP -n2:0:+{}K -t2:8300 -c2:root -n3:0:+{}K -t3:8200 -c3:swap {p} >/dev/null
+         dd if={w}/esp.img of={p} bs=1M seek={} conv=notrunc,sparse status=none
+         dd if={w}/root.img of={p} bs=1M seek={} conv=notrunc,sparse status=none
+         dd if={w}/swap.img of={p} bs=1M seek={} conv=notrunc,sparse status=none",
+        ESP_START / 512,
+        ESP_LEN / 1024,
+        ROOT_LEN / 1024,
+        SWAP_LEN / 1024,
+        ESP_START / MIB,
+        ROOT_START / MIB,
+        (ROOT_START + ROOT_LEN) / MIB
+    ));
+    std::fs::remove_dir_all(&work).unwrap();
+    TestDisk { path, esp_offset: ESP_START, root_offset: ROOT_START, root_len: ROOT_LEN, root_files, esp_files }
+}
+
+/// Checks that `disk` holds a consistent GPT and the test disk's file systems with their
+/// files intact (fsck clean, every file's content as written).
+pub fn check_disk(disk: &Path, expect: &TestDisk) {
+    let d = disk.display();
+    let verify = sh(&format!("sgdisk -v {d} 2>&1 || true"));
+    assert!(verify.contains("No problems found"), "sgdisk -v on {d}:\n{verify}");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root.img");
+    sh(&format!(
+        "dd if={d} of={} bs=1M skip={} count={} status=none && e2fsck -fn {} >/dev/null",
+        root.display(),
+        expect.root_offset / MIB,
+        expect.root_len / MIB,
+        root.display()
+    ));
+    for (path, sum) in &expect.root_files {
+        let out = work.path().join("f");
+        sh(&format!("debugfs -R 'dump {path} {}' {} 2>/dev/null", out.display(), root.display()));
+        assert_eq!(&sha256_file(&out), sum, "{path} differs after deploy");
+    }
+    for (path, sum) in &expect.esp_files {
+        let out = work.path().join("e");
+        sh(&format!("MTOOLS_SKIP_CHECK=1 mcopy -n -i {d}@@{} ::{path} {}", expect.esp_offset, out.display()));
+        assert_eq!(&sha256_file(&out), sum, "ESP {path} differs after deploy");
+    }
+    sh(&format!("MTOOLS_SKIP_CHECK=1 mdir -i {d}@@{} ::/ >/dev/null", expect.esp_offset));
+}
