@@ -18,11 +18,7 @@ pub struct Mac(pub [u8; 6]);
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -37,10 +33,7 @@ impl FromStr for Mac {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for b in &mut out {
-            let p = parts
-                .next()
-                .filter(|p| p.len() == 2)
-                .ok_or_else(|| BadMac(s.into()))?;
+            let p = parts.next().filter(|p| p.len() == 2).ok_or_else(|| BadMac(s.into()))?;
             *b = u8::from_str_radix(p, 16).map_err(|_| BadMac(s.into()))?;
         }
         match parts.next() {
@@ -99,9 +92,7 @@ impl Lease {
 
 /// Seconds since the Unix epoch (0 before it).
 pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `now + d` in Unix seconds.
@@ -139,9 +130,7 @@ impl Leases {
     /// its other non-declined records are dropped.
     pub fn apply(&mut self, lease: Lease) {
         if lease.state != LeaseState::Declined {
-            self.by_ip.retain(|ip, l| {
-                *ip == lease.ip || l.mac != lease.mac || l.state == LeaseState::Declined
-            });
+            self.by_ip.retain(|ip, l| *ip == lease.ip || l.mac != lease.mac || l.state == LeaseState::Declined);
         }
         self.by_ip.insert(lease.ip, lease);
     }
@@ -170,9 +159,7 @@ impl Leases {
     /// Reads a lease file.
     pub fn from_json(s: &str) -> Result<Self, BadLeaseFile> {
         let list: Vec<Lease> = serde_json::from_str(s)?;
-        Ok(Leases {
-            by_ip: list.into_iter().map(|l| (l.ip, l)).collect(),
-        })
+        Ok(Leases { by_ip: list.into_iter().map(|l| (l.ip, l)).collect() })
     }
 }
 
@@ -187,13 +174,7 @@ mod tests {
     fn mac_parse_and_print() {
         assert_eq!("52:54:00:77:00:10".parse::<Mac>(), Ok(A));
         assert_eq!(A.to_string(), "52:54:00:77:00:10");
-        for bad in [
-            "",
-            "52:54:00:77:00",
-            "52:54:00:77:00:10:11",
-            "zz:54:00:77:00:10",
-            "5:54:00:77:00:100",
-        ] {
+        for bad in ["", "52:54:00:77:00", "52:54:00:77:00:10:11", "zz:54:00:77:00:10", "5:54:00:77:00:100"] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }
@@ -203,59 +184,28 @@ mod tests {
         let mut t = Leases::default();
         let ip1 = Ipv4Addr::new(10, 0, 0, 5);
         let ip2 = Ipv4Addr::new(10, 0, 0, 6);
-        t.apply(Lease {
-            ip: ip1,
-            mac: A,
-            state: LeaseState::Bound,
-            expires: 100,
-        });
-        t.apply(Lease {
-            ip: ip2,
-            mac: B,
-            state: LeaseState::Offered,
-            expires: 50,
-        });
+        t.apply(Lease { ip: ip1, mac: A, state: LeaseState::Bound, expires: 100 });
+        t.apply(Lease { ip: ip2, mac: B, state: LeaseState::Offered, expires: 50 });
         assert_eq!(t.of(A).unwrap().ip, ip1);
         // A moves to ip3: its old record goes.
         let ip3 = Ipv4Addr::new(10, 0, 0, 7);
-        t.apply(Lease {
-            ip: ip3,
-            mac: A,
-            state: LeaseState::Bound,
-            expires: 200,
-        });
+        t.apply(Lease { ip: ip3, mac: A, state: LeaseState::Bound, expires: 200 });
         assert!(t.get(ip1).is_none());
         // A declined record stays next to the client's new one.
-        t.apply(Lease {
-            ip: ip1,
-            mac: A,
-            state: LeaseState::Declined,
-            expires: 300,
-        });
+        t.apply(Lease { ip: ip1, mac: A, state: LeaseState::Declined, expires: 300 });
         assert_eq!(t.len(), 3);
         assert_eq!(t.of(A).unwrap().ip, ip3);
         let json = t.to_json();
-        assert!(
-            json.contains("\"52:54:00:77:00:10\"") && json.contains("\"bound\""),
-            "{json}"
-        );
+        assert!(json.contains("\"52:54:00:77:00:10\"") && json.contains("\"bound\""), "{json}");
         assert_eq!(Leases::from_json(&json).unwrap(), t);
         assert!(Leases::from_json("{").is_err());
-        assert!(Leases::from_json(
-            r#"[{"ip":"10.0.0.1","mac":"nope","state":"bound","expires":1}]"#
-        )
-        .is_err());
+        assert!(Leases::from_json(r#"[{"ip":"10.0.0.1","mac":"nope","state":"bound","expires":1}]"#).is_err());
     }
 
     #[test]
     fn activity() {
         let now = UNIX_EPOCH + Duration::from_secs(1000);
-        let l = |state, expires| Lease {
-            ip: Ipv4Addr::LOCALHOST,
-            mac: A,
-            state,
-            expires,
-        };
+        let l = |state, expires| Lease { ip: Ipv4Addr::LOCALHOST, mac: A, state, expires };
         assert!(l(LeaseState::Bound, 1001).active(now));
         assert!(!l(LeaseState::Bound, 1000).active(now));
         assert!(l(LeaseState::Declined, 2000).active(now));

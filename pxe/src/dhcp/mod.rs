@@ -215,23 +215,11 @@ fn asker(msg: &Message) -> Option<Asker> {
         Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
         _ => None,
     };
-    Some(Asker {
-        mac,
-        msg_type,
-        client: boot::Client { arch, vendor, ipxe },
-        uuid,
-        requested_ip,
-        server_id,
-    })
+    Some(Asker { mac, msg_type, client: boot::Client { arch, vendor, ipxe }, uuid, requested_ip, server_id })
 }
 
 /// Decides the answer to one request. Pure: same inputs, same answer.
-pub fn handle(
-    config: &Config,
-    leases: &Leases,
-    request: &Request,
-    now: SystemTime,
-) -> Option<Reply> {
+pub fn handle(config: &Config, leases: &Leases, request: &Request, now: SystemTime) -> Option<Reply> {
     let msg = &request.message;
     let a = asker(msg)?;
     let boot = boot::choose(&config.boot, &a.client);
@@ -273,22 +261,15 @@ fn broadcast_or_relay(msg: &Message) -> SocketAddrV4 {
 }
 
 fn pxe_options(r: &mut Message, a: &Asker, boot: &Boot) {
-    r.opts_mut().insert(DhcpOption::ClassIdentifier(
-        boot.vendor_class().as_bytes().to_vec(),
-    ));
+    r.opts_mut().insert(DhcpOption::ClassIdentifier(boot.vendor_class().as_bytes().to_vec()));
     if let Some(uuid) = &a.uuid {
-        r.opts_mut()
-            .insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
+        r.opts_mut().insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
     }
 }
 
 /// Option 43 for iPXE in proxy mode: boot the offered file now, no menu, no wait.
 fn ipxe_vendor_options(prompt: &str) -> Vec<u8> {
-    let text: Vec<u8> = prompt
-        .bytes()
-        .filter(|b| b.is_ascii_graphic() || *b == b' ')
-        .take(200)
-        .collect();
+    let text: Vec<u8> = prompt.bytes().filter(|b| b.is_ascii_graphic() || *b == b' ').take(200).collect();
     let mut v = vec![pxe_option::DISCOVERY_CONTROL, 1, pxe_option::USE_BOOT_FILE];
     v.extend_from_slice(&[pxe_option::MENU_PROMPT, 1 + text.len() as u8, 0]);
     v.extend_from_slice(&text);
@@ -296,36 +277,40 @@ fn ipxe_vendor_options(prompt: &str) -> Vec<u8> {
     v
 }
 
+/// Puts the boot file in the BOOTP `file` field (127 bytes and a NUL at most), or in option 67
+/// when a long URL does not fit (iPXE and UEFI read both).
+fn set_boot_file(r: &mut Message, file: &str) {
+    if file.len() < BOOTP_FILE_LEN {
+        r.set_fname_str(file);
+    } else {
+        let mut v = file.as_bytes().to_vec();
+        v.push(0);
+        r.opts_mut().insert(DhcpOption::BootfileName(v));
+    }
+}
+
+/// Size of the BOOTP `file` field.
+const BOOTP_FILE_LEN: usize = 128;
+
 fn proxy_offer(config: &Config, msg: &Message, a: &Asker, boot: Boot) -> Option<Reply> {
     if a.msg_type != MessageType::Discover {
         return None;
     }
     let mut r = reply_to(msg, MessageType::Offer, config.server_ip);
-    r.set_siaddr(config.server_ip)
-        .set_flags(Flags::default().set_broadcast());
+    r.set_siaddr(config.server_ip).set_flags(Flags::default().set_broadcast());
     pxe_options(&mut r, a, &boot);
     match &boot {
         Boot::Http { .. } if a.client.ipxe => {
-            r.set_fname_str(boot.file());
-            r.opts_mut()
-                .insert(DhcpOption::VendorExtensions(ipxe_vendor_options(
-                    &config.menu_prompt,
-                )));
+            set_boot_file(&mut r, boot.file());
+            r.opts_mut().insert(DhcpOption::VendorExtensions(ipxe_vendor_options(&config.menu_prompt)));
         }
         Boot::Http { .. } => {
-            r.set_fname_str(boot.file());
+            set_boot_file(&mut r, boot.file());
         }
         // PXE firmware asks again on port 4011 for the file.
         Boot::Tftp(_) => {}
     }
-    Some(Reply {
-        send: Some(Outgoing {
-            message: r,
-            to: broadcast_or_relay(msg),
-        }),
-        lease: None,
-        boot: Some(boot),
-    })
+    Some(Reply { send: Some(Outgoing { message: r, to: broadcast_or_relay(msg) }), lease: None, boot: Some(boot) })
 }
 
 fn pxe_boot_ack(config: &Config, request: &Request, a: &Asker, boot: Boot) -> Option<Reply> {
@@ -336,34 +321,19 @@ fn pxe_boot_ack(config: &Config, request: &Request, a: &Asker, boot: Boot) -> Op
     let mut r = reply_to(msg, MessageType::Ack, config.server_ip);
     r.set_ciaddr(msg.ciaddr()).set_siaddr(config.server_ip);
     r.set_sname_str(config.server_ip.to_string());
-    r.set_fname_str(boot.file());
+    set_boot_file(&mut r, boot.file());
     pxe_options(&mut r, a, &boot);
     let to = if request.source.ip().is_unspecified() {
         SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
     } else {
         request.source
     };
-    Some(Reply {
-        send: Some(Outgoing { message: r, to }),
-        lease: None,
-        boot: Some(boot),
-    })
+    Some(Reply { send: Some(Outgoing { message: r, to }), lease: None, boot: Some(boot) })
 }
 
 /// Is `ip` free for `mac` at `now`?
-fn free_for(
-    pool: &Pool,
-    config: &Config,
-    leases: &Leases,
-    ip: Ipv4Addr,
-    mac: Mac,
-    now: SystemTime,
-) -> bool {
-    if !pool.contains(ip)
-        || ip == config.server_ip
-        || ip == pool.broadcast()
-        || Some(ip) == pool.router
-    {
+fn free_for(pool: &Pool, config: &Config, leases: &Leases, ip: Ipv4Addr, mac: Mac, now: SystemTime) -> bool {
+    if !pool.contains(ip) || ip == config.server_ip || ip == pool.broadcast() || Some(ip) == pool.router {
         return false;
     }
     match leases.get(ip) {
@@ -375,13 +345,7 @@ fn free_for(
 
 /// The address to offer: the client's own, the one it asks for, a never used one, then the one
 /// expired longest ago.
-fn pick(
-    config: &Config,
-    pool: &Pool,
-    leases: &Leases,
-    a: &Asker,
-    now: SystemTime,
-) -> Option<Ipv4Addr> {
+fn pick(config: &Config, pool: &Pool, leases: &Leases, a: &Asker, now: SystemTime) -> Option<Ipv4Addr> {
     let free = |ip| free_for(pool, config, leases, ip, a.mac, now);
     if let Some(l) = leases.of(a.mac).filter(|l| l.state != LeaseState::Declined) {
         if free(l.ip) {
@@ -392,17 +356,10 @@ fn pick(
         return Some(ip);
     }
     let range = u32::from(pool.first)..=u32::from(pool.last);
-    if let Some(ip) = range
-        .clone()
-        .map(Ipv4Addr::from)
-        .find(|&ip| leases.get(ip).is_none() && free(ip))
-    {
+    if let Some(ip) = range.clone().map(Ipv4Addr::from).find(|&ip| leases.get(ip).is_none() && free(ip)) {
         return Some(ip);
     }
-    range
-        .map(Ipv4Addr::from)
-        .filter(|&ip| free(ip))
-        .min_by_key(|&ip| leases.get(ip).map(|l| l.expires).unwrap_or(0))
+    range.map(Ipv4Addr::from).filter(|&ip| free(ip)).min_by_key(|&ip| leases.get(ip).map(|l| l.expires).unwrap_or(0))
 }
 
 fn full(
@@ -415,18 +372,9 @@ fn full(
     now: SystemTime,
 ) -> Option<Reply> {
     let msg = &request.message;
-    let record = |ip, state, hold: Duration| Lease {
-        ip,
-        mac: a.mac,
-        state,
-        expires: unix_after(now, hold),
-    };
+    let record = |ip, state, hold: Duration| Lease { ip, mac: a.mac, state, expires: unix_after(now, hold) };
     let free = |ip| free_for(pool, config, leases, ip, a.mac, now);
-    let ours = |ip| {
-        leases
-            .get(ip)
-            .is_some_and(|l| l.mac == a.mac && l.state != LeaseState::Declined)
-    };
+    let ours = |ip| leases.get(ip).is_some_and(|l| l.mac == a.mac && l.state != LeaseState::Declined);
     match a.msg_type {
         MessageType::Discover => {
             let ip = pick(config, pool, leases, a, now)?;
@@ -436,14 +384,7 @@ fn full(
                 _ => Some(record(ip, LeaseState::Offered, pool.offer_hold)),
             };
             let r = address_reply(config, pool, msg, a, MessageType::Offer, ip, boot.as_ref());
-            Some(Reply {
-                send: Some(Outgoing {
-                    message: r,
-                    to: destination(msg),
-                }),
-                lease,
-                boot,
-            })
+            Some(Reply { send: Some(Outgoing { message: r, to: destination(msg) }), lease, boot })
         }
         MessageType::Request => {
             let ip = match (a.server_id, a.requested_ip, msg.ciaddr()) {
@@ -465,11 +406,7 @@ fn full(
                     if !ours(ip) {
                         // Someone else's: NAK; nobody's: no record of this client, stay silent
                         // (RFC 2131 4.3.2).
-                        return if free(ip) {
-                            None
-                        } else {
-                            Some(nak(config, msg))
-                        };
+                        return if free(ip) { None } else { Some(nak(config, msg)) };
                     }
                     if !free(ip) {
                         return Some(nak(config, msg));
@@ -479,11 +416,7 @@ fn full(
                 // RENEWING (unicast) or REBINDING (broadcast): ciaddr is the address in use.
                 (None, _, ciaddr) if !ciaddr.is_unspecified() => {
                     if !pool.contains(ciaddr) {
-                        return if pool.same_subnet(ciaddr) {
-                            Some(nak(config, msg))
-                        } else {
-                            None
-                        };
+                        return if pool.same_subnet(ciaddr) { Some(nak(config, msg)) } else { None };
                     }
                     if !free(ciaddr) {
                         return Some(nak(config, msg));
@@ -494,65 +427,34 @@ fn full(
             };
             let lease = record(ip, LeaseState::Bound, pool.lease_time);
             let r = address_reply(config, pool, msg, a, MessageType::Ack, ip, boot.as_ref());
-            Some(Reply {
-                send: Some(Outgoing {
-                    message: r,
-                    to: destination(msg),
-                }),
-                lease: Some(lease),
-                boot,
-            })
+            Some(Reply { send: Some(Outgoing { message: r, to: destination(msg) }), lease: Some(lease), boot })
         }
         MessageType::Decline => {
             let ip = a.requested_ip?;
             if a.server_id.is_some_and(|s| s != config.server_ip) || !ours(ip) {
                 return None;
             }
-            Some(Reply {
-                send: None,
-                lease: Some(record(ip, LeaseState::Declined, pool.decline_hold)),
-                boot: None,
-            })
+            Some(Reply { send: None, lease: Some(record(ip, LeaseState::Declined, pool.decline_hold)), boot: None })
         }
         MessageType::Release => {
             let ip = msg.ciaddr();
             if a.server_id.is_some_and(|s| s != config.server_ip) || !ours(ip) {
                 return None;
             }
-            Some(Reply {
-                send: None,
-                lease: Some(record(ip, LeaseState::Released, Duration::ZERO)),
-                boot: None,
-            })
+            Some(Reply { send: None, lease: Some(record(ip, LeaseState::Released, Duration::ZERO)), boot: None })
         }
         MessageType::Inform => {
             let ciaddr = msg.ciaddr();
             if ciaddr.is_unspecified() {
                 return None;
             }
-            let mut r = address_reply(
-                config,
-                pool,
-                msg,
-                a,
-                MessageType::Ack,
-                Ipv4Addr::UNSPECIFIED,
-                boot.as_ref(),
-            );
+            let mut r = address_reply(config, pool, msg, a, MessageType::Ack, Ipv4Addr::UNSPECIFIED, boot.as_ref());
             r.set_ciaddr(ciaddr);
-            for code in [
-                OptionCode::AddressLeaseTime,
-                OptionCode::Renewal,
-                OptionCode::Rebinding,
-            ] {
+            for code in [OptionCode::AddressLeaseTime, OptionCode::Renewal, OptionCode::Rebinding] {
                 r.opts_mut().remove(code);
             }
             let to = SocketAddrV4::new(ciaddr, request.source.port());
-            Some(Reply {
-                send: Some(Outgoing { message: r, to }),
-                lease: None,
-                boot,
-            })
+            Some(Reply { send: Some(Outgoing { message: r, to }), lease: None, boot })
         }
         _ => None,
     }
@@ -572,10 +474,7 @@ fn nak(config: &Config, msg: &Message) -> Reply {
     let mut r = reply_to(msg, MessageType::Nak, config.server_ip);
     r.set_flags(Flags::default().set_broadcast());
     Reply {
-        send: Some(Outgoing {
-            message: r,
-            to: SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
-        }),
+        send: Some(Outgoing { message: r, to: SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT) }),
         lease: None,
         boot: None,
     }
@@ -612,18 +511,8 @@ fn address_reply(
         o.insert(DhcpOption::BootfileName(file));
         // iPXE stops waiting for ProxyDHCP offers when it sees PXEClient; HTTP boot firmware
         // needs HTTPClient. PXE firmware gets neither: with 60 it would ask port 4011 again.
-        if a.client.ipxe
-            || matches!(
-                boot,
-                Boot::Http {
-                    http_client: true,
-                    ..
-                }
-            )
-        {
-            o.insert(DhcpOption::ClassIdentifier(
-                boot.vendor_class().as_bytes().to_vec(),
-            ));
+        if a.client.ipxe || matches!(boot, Boot::Http { http_client: true, .. }) {
+            o.insert(DhcpOption::ClassIdentifier(boot.vendor_class().as_bytes().to_vec()));
         }
     }
     r

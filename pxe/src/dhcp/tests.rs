@@ -485,3 +485,21 @@ fn mutated_captures_never_panic() {
         }
     }
 }
+
+#[test]
+fn long_boot_urls_go_to_option_67() {
+    let mut cfg = config(Mode::Proxy);
+    cfg.boot.http_base = format!("http://parc.imaging.{}.example:8080", "x".repeat(120));
+    let d = plain(
+        MAC_A,
+        MessageType::Discover,
+        vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            DhcpOption::UserClass(b"iPXE".to_vec()),
+        ],
+    );
+    let o = handle(&cfg, &Leases::default(), &d, t(0)).unwrap().send.unwrap().message;
+    let Some(DhcpOption::BootfileName(f)) = o.opts().get(OptionCode::BootfileName) else { panic!("no option 67") };
+    assert!(f.ends_with(b"/boot.ipxe\0"));
+    wire::encode(&o).unwrap();
+}

@@ -65,15 +65,11 @@ pub fn bind_dhcp(interface: &str, port: u16) -> Result<std::net::UdpSocket, Bind
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(classify)?;
     socket.set_reuse_address(true).map_err(classify)?;
     socket.set_broadcast(true).map_err(classify)?;
-    socket
-        .bind_device(Some(interface.as_bytes()))
-        .map_err(|source| match source.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => BindError::Privileged { addr },
-            Some(libc::ENODEV) => BindError::NoInterface {
-                interface: interface.to_owned(),
-            },
-            _ => BindError::Other { addr, source },
-        })?;
+    socket.bind_device(Some(interface.as_bytes())).map_err(|source| match source.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => BindError::Privileged { addr },
+        Some(libc::ENODEV) => BindError::NoInterface { interface: interface.to_owned() },
+        _ => BindError::Other { addr, source },
+    })?;
     socket.bind(&addr.into()).map_err(classify)?;
     socket.set_nonblocking(true).map_err(classify)?;
     Ok(socket.into())
@@ -82,15 +78,11 @@ pub fn bind_dhcp(interface: &str, port: u16) -> Result<std::net::UdpSocket, Bind
 /// Reads the lease file; a missing one is an empty table.
 pub fn load_leases(path: &Path) -> Result<Leases, DhcpServerError> {
     match std::fs::read_to_string(path) {
-        Ok(s) => Leases::from_json(&s).map_err(|source| DhcpServerError::LeaseFileCorrupt {
-            path: path.to_owned(),
-            source,
-        }),
+        Ok(s) => {
+            Leases::from_json(&s).map_err(|source| DhcpServerError::LeaseFileCorrupt { path: path.to_owned(), source })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Leases::default()),
-        Err(source) => Err(DhcpServerError::LeaseFileRead {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(DhcpServerError::LeaseFileRead { path: path.to_owned(), source }),
     }
 }
 
@@ -149,11 +141,7 @@ pub async fn run(
                 continue;
             }
         };
-        let request = Request {
-            message,
-            source,
-            port,
-        };
+        let request = Request { message, source, port };
         let Some(reply) = dhcp::handle(&config, &leases, &request, SystemTime::now()) else {
             debug!(%source, xid = request.message.xid(), "DHCP request not for parc");
             continue;

@@ -31,10 +31,7 @@ pub struct TftpConfig {
 
 impl Default for TftpConfig {
     fn default() -> Self {
-        Self {
-            session: tftp::Config::default(),
-            max_transfers: 1024,
-        }
+        Self { session: tftp::Config::default(), max_transfers: 1024 }
     }
 }
 
@@ -44,12 +41,7 @@ impl Default for TftpConfig {
 /// Files are read as the transfer proceeds, in `blksize × windowsize` steps through a 64 KiB
 /// buffer, never whole. Reads are plain blocking reads on the runtime's threads: boot files are
 /// small and hot in the page cache, which keeps a transfer's loop free of thread hand-offs.
-pub async fn run(
-    socket: UdpSocket,
-    root: PathBuf,
-    config: TftpConfig,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
+pub async fn run(socket: UdpSocket, root: PathBuf, config: TftpConfig, shutdown: CancellationToken) -> io::Result<()> {
     let local = socket.local_addr()?;
     info!(%local, root = %root.display(), "TFTP server listening");
     let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
@@ -68,18 +60,10 @@ pub async fn run(
             Ok(Packet::Rrq(req)) => req,
             Ok(Packet::Wrq(req)) => {
                 info!(%peer, file = %req.filename, "TFTP write request refused");
-                reply_error(
-                    &socket,
-                    peer,
-                    ErrorCode::AccessViolation,
-                    "parc's TFTP server is read-only",
-                )
-                .await;
+                reply_error(&socket, peer, ErrorCode::AccessViolation, "parc's TFTP server is read-only").await;
                 continue;
             }
-            Err(
-                e @ (tftp::PacketError::UnknownOpcode { .. } | tftp::PacketError::Truncated { .. }),
-            ) => {
+            Err(e @ (tftp::PacketError::UnknownOpcode { .. } | tftp::PacketError::Truncated { .. })) => {
                 // Not a request at all: stay silent rather than reflect traffic.
                 debug!(%peer, error = %e, "TFTP garbage ignored");
                 continue;
@@ -104,20 +88,10 @@ pub async fn run(
         };
         if !admitted {
             warn!(%peer, max = config.max_transfers, "TFTP server busy");
-            reply_error(
-                &socket,
-                peer,
-                ErrorCode::NotDefined,
-                "server busy, retry later",
-            )
-            .await;
+            reply_error(&socket, peer, ErrorCode::NotDefined, "server busy, retry later").await;
             continue;
         }
-        let mut guard = ActiveGuard {
-            set: active.clone(),
-            peer,
-            armed: true,
-        };
+        let mut guard = ActiveGuard { set: active.clone(), peer, armed: true };
         let opened = match open(&root, &request) {
             Ok(o) => o,
             Err((code, msg)) => {
@@ -153,10 +127,7 @@ impl ActiveGuard {
     fn release(&mut self) {
         if self.armed {
             self.armed = false;
-            self.set
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&self.peer);
+            self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.peer);
         }
     }
 }
@@ -175,9 +146,7 @@ struct Opened {
 
 fn open(root: &std::path::Path, request: &Request) -> Result<Opened, (ErrorCode, String)> {
     let path = resolve(root, &request.filename).map_err(|e| match e {
-        PathError::AccessViolation { .. } => {
-            (ErrorCode::AccessViolation, "access violation".to_owned())
-        }
+        PathError::AccessViolation { .. } => (ErrorCode::AccessViolation, "access violation".to_owned()),
         PathError::NotFound => (ErrorCode::FileNotFound, "file not found".to_owned()),
         PathError::Root { .. } => {
             warn!(error = %e, "TFTP root unusable");
@@ -185,9 +154,7 @@ fn open(root: &std::path::Path, request: &Request) -> Result<Opened, (ErrorCode,
         }
     })?;
     let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::PermissionDenied => {
-            (ErrorCode::AccessViolation, "access violation".to_owned())
-        }
+        io::ErrorKind::PermissionDenied => (ErrorCode::AccessViolation, "access violation".to_owned()),
         _ => (ErrorCode::FileNotFound, "file not found".to_owned()),
     })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -215,25 +182,11 @@ async fn transfer(
     let reader = BufReader::with_capacity(64 * 1024, opened.file);
     match request.mode {
         Mode::Octet => {
-            let s = Session::start(
-                &request,
-                reader,
-                Some(opened.size),
-                &cfg,
-                path_blksize,
-                started,
-            );
+            let s = Session::start(&request, reader, Some(opened.size), &cfg, path_blksize, started);
             drive(&socket, s, &request, &opened.path, peer, started, shutdown).await
         }
         Mode::Netascii => {
-            let s = Session::start(
-                &request,
-                NetasciiReader::new(reader),
-                None,
-                &cfg,
-                path_blksize,
-                started,
-            );
+            let s = Session::start(&request, NetasciiReader::new(reader), None, &cfg, path_blksize, started);
             drive(&socket, s, &request, &opened.path, peer, started, shutdown).await
         }
     }
@@ -263,13 +216,16 @@ async fn drive<R: io::Read>(
         }
         if let Some(outcome) = session.outcome() {
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            let (timeouts, restarts) = session.recoveries();
             match outcome {
-                Outcome::Completed { bytes, .. } => {
-                    info!(%peer, file = %path.display(), bytes, elapsed_ms, "TFTP transfer complete")
-                }
-                other => {
-                    info!(%peer, file = %path.display(), outcome = ?other, elapsed_ms, "TFTP transfer ended")
-                }
+                Outcome::Completed { bytes, .. } => info!(
+                    %peer, file = %path.display(), bytes, elapsed_ms, timeouts, restarts,
+                    "TFTP transfer complete"
+                ),
+                other => info!(
+                    %peer, file = %path.display(), outcome = ?other, elapsed_ms, timeouts, restarts,
+                    "TFTP transfer ended"
+                ),
             }
             return Ok(());
         }

@@ -14,11 +14,7 @@ pub struct NetasciiReader<R> {
 impl<R: Read> NetasciiReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            pending: None,
-            buf: vec![0; 4096],
-        }
+        Self { inner, pending: None, buf: vec![0; 4096] }
     }
 }
 
@@ -80,11 +76,7 @@ mod tests {
     #[test]
     fn expands_lf_and_cr() {
         for chunk in [1, 2, 3, 7, 512] {
-            assert_eq!(
-                convert(b"a\nb\rc\r\n", chunk),
-                b"a\r\nb\r\0c\r\0\r\n",
-                "chunk {chunk}"
-            );
+            assert_eq!(convert(b"a\nb\rc\r\n", chunk), b"a\r\nb\r\0c\r\0\r\n", "chunk {chunk}");
             assert_eq!(convert(b"", chunk), b"");
             assert_eq!(convert(b"\n\n\n", chunk), b"\r\n\r\n\r\n");
         }

@@ -73,23 +73,9 @@ pub struct Limits {
 ///
 /// `file_size` is the size to announce for `tsize` (`None` when unknown, as for netascii where
 /// the converted size is only known after reading the whole file).
-pub fn negotiate(
-    requested: &[(String, String)],
-    mode: Mode,
-    limits: Limits,
-    file_size: Option<u64>,
-) -> Negotiated {
-    let Limits {
-        max_blksize,
-        max_windowsize,
-        ..
-    } = limits;
-    let mut n = Negotiated {
-        blksize: DEFAULT_BLKSIZE,
-        windowsize: 1,
-        timeout: None,
-        oack: Vec::new(),
-    };
+pub fn negotiate(requested: &[(String, String)], mode: Mode, limits: Limits, file_size: Option<u64>) -> Negotiated {
+    let Limits { max_blksize, max_windowsize, .. } = limits;
+    let mut n = Negotiated { blksize: DEFAULT_BLKSIZE, windowsize: 1, timeout: None, oack: Vec::new() };
     let mut seen = Vec::new();
     for (name, value) in requested {
         if seen.contains(&name.as_str()) {
@@ -98,45 +84,32 @@ pub fn negotiate(
         seen.push(name.as_str());
         let value = value.trim();
         let acked = match name.as_str() {
-            name::BLKSIZE => value
-                .parse::<u32>()
-                .ok()
-                .filter(|&v| v >= u32::from(MIN_BLKSIZE))
-                .map(|v| {
-                    // Values above 65464 are out of range but harmless: lower them like any other.
-                    n.blksize =
-                        v.min(u32::from(max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE))) as u16;
-                    n.blksize.to_string()
-                }),
+            name::BLKSIZE => value.parse::<u32>().ok().filter(|&v| v >= u32::from(MIN_BLKSIZE)).map(|v| {
+                // Values above 65464 are out of range but harmless: lower them like any other.
+                n.blksize = v.min(u32::from(max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE))) as u16;
+                n.blksize.to_string()
+            }),
             name::WINDOWSIZE => value.parse::<u32>().ok().filter(|&v| v >= 1).map(|v| {
                 n.windowsize = v.min(u32::from(max_windowsize.max(1))) as u16;
                 n.windowsize.to_string()
             }),
-            name::TIMEOUT => value
-                .parse::<u64>()
-                .ok()
-                .filter(|v| (1..=MAX_TIMEOUT_SECS).contains(v))
-                .map(|v| {
-                    n.timeout = Some(Duration::from_secs(v));
-                    v.to_string()
-                }),
+            name::TIMEOUT => value.parse::<u64>().ok().filter(|v| (1..=MAX_TIMEOUT_SECS).contains(v)).map(|v| {
+                n.timeout = Some(Duration::from_secs(v));
+                v.to_string()
+            }),
             // A client sends 0 in a read request; the server answers with the size.
             // An empty file's size is not announced: curl (7.88) rejects "tsize 0" in an OACK
             // as illegal, and leaving an option out is always allowed.
-            name::TSIZE if mode == Mode::Octet => value
-                .parse::<u64>()
-                .ok()
-                .and(file_size)
-                .filter(|&size| size > 0)
-                .map(|size| size.to_string()),
+            name::TSIZE if mode == Mode::Octet => {
+                value.parse::<u64>().ok().and(file_size).filter(|&size| size > 0).map(|size| size.to_string())
+            }
             _ => None,
         };
         if let Some(v) = acked {
             n.oack.push((name.clone(), v));
         }
     }
-    let by_bytes =
-        (limits.max_window_bytes / u32::from(n.blksize)).clamp(1, u32::from(u16::MAX)) as u16;
+    let by_bytes = (limits.max_window_bytes / u32::from(n.blksize)).clamp(1, u32::from(u16::MAX)) as u16;
     if n.windowsize > by_bytes {
         n.windowsize = by_bytes;
         for (name, value) in &mut n.oack {
@@ -152,16 +125,10 @@ pub fn negotiate(
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_blksize: 1468,
-        max_windowsize: 64,
-        max_window_bytes: 65536,
-    };
+    const LIMITS: Limits = Limits { max_blksize: 1468, max_windowsize: 64, max_window_bytes: 65536 };
 
     fn opts(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -173,14 +140,7 @@ mod tests {
             Some(850528),
         );
         assert_eq!((n.blksize, n.windowsize, n.timeout), (1468, 4, None));
-        assert_eq!(
-            n.oack,
-            opts(&[
-                ("tsize", "850528"),
-                ("blksize", "1468"),
-                ("windowsize", "4")
-            ])
-        );
+        assert_eq!(n.oack, opts(&[("tsize", "850528"), ("blksize", "1468"), ("windowsize", "4")]));
     }
 
     #[test]
@@ -188,20 +148,8 @@ mod tests {
         type Opts = &'static [(&'static str, &'static str)];
         let cases: &[(Opts, u16, u16, Option<u64>, Opts)] = &[
             // (requested, blksize, windowsize, timeout secs, oack)
-            (
-                &[("blksize", "65464")],
-                1468,
-                1,
-                None,
-                &[("blksize", "1468")],
-            ),
-            (
-                &[("blksize", "99999")],
-                1468,
-                1,
-                None,
-                &[("blksize", "1468")],
-            ),
+            (&[("blksize", "65464")], 1468, 1, None, &[("blksize", "1468")]),
+            (&[("blksize", "99999")], 1468, 1, None, &[("blksize", "1468")]),
             (&[("blksize", "8")], 8, 1, None, &[("blksize", "8")]),
             (&[("blksize", "7")], 512, 1, None, &[]),
             (&[("blksize", "0")], 512, 1, None, &[]),
@@ -210,25 +158,13 @@ mod tests {
             (&[("blksize", "")], 512, 1, None, &[]),
             (&[("blksize", "99999999999999999999")], 512, 1, None, &[]),
             (&[("windowsize", "0")], 512, 1, None, &[]),
-            (
-                &[("windowsize", "1000")],
-                512,
-                64,
-                None,
-                &[("windowsize", "64")],
-            ),
+            (&[("windowsize", "1000")], 512, 64, None, &[("windowsize", "64")]),
             (&[("timeout", "0")], 512, 1, None, &[]),
             (&[("timeout", "256")], 512, 1, None, &[]),
             (&[("timeout", "3")], 512, 1, Some(3), &[("timeout", "3")]),
             (&[("tsize", "x")], 512, 1, None, &[]),
             (&[("multicast", "")], 512, 1, None, &[]),
-            (
-                &[("blksize", "1024"), ("blksize", "8")],
-                1024,
-                1,
-                None,
-                &[("blksize", "1024")],
-            ),
+            (&[("blksize", "1024"), ("blksize", "8")], 1024, 1, None, &[("blksize", "1024")]),
         ];
         for (req, blk, win, timeout, oack) in cases {
             let n = negotiate(&opts(req), Mode::Octet, LIMITS, Some(10));
@@ -249,32 +185,14 @@ mod tests {
 
     #[test]
     fn window_bytes_are_capped() {
-        let limits = Limits {
-            max_blksize: 65464,
-            ..LIMITS
-        };
-        let n = negotiate(
-            &opts(&[("blksize", "8192"), ("windowsize", "16")]),
-            Mode::Octet,
-            limits,
-            None,
-        );
+        let limits = Limits { max_blksize: 65464, ..LIMITS };
+        let n = negotiate(&opts(&[("blksize", "8192"), ("windowsize", "16")]), Mode::Octet, limits, None);
         assert_eq!((n.blksize, n.windowsize), (8192, 8));
         assert_eq!(n.oack, opts(&[("blksize", "8192"), ("windowsize", "8")]));
-        let n = negotiate(
-            &opts(&[("windowsize", "16"), ("blksize", "65464")]),
-            Mode::Octet,
-            limits,
-            None,
-        );
+        let n = negotiate(&opts(&[("windowsize", "16"), ("blksize", "65464")]), Mode::Octet, limits, None);
         assert_eq!((n.blksize, n.windowsize), (65464, 1));
         assert_eq!(n.oack, opts(&[("windowsize", "1"), ("blksize", "65464")]));
-        let n = negotiate(
-            &opts(&[("blksize", "1468"), ("windowsize", "64")]),
-            Mode::Octet,
-            limits,
-            None,
-        );
+        let n = negotiate(&opts(&[("blksize", "1468"), ("windowsize", "64")]), Mode::Octet, limits, None);
         assert_eq!(n.windowsize, 44);
     }
 

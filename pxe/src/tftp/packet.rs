@@ -206,18 +206,11 @@ impl<'a> Packet<'a> {
                     return Err(PacketError::TooLong { len: buf.len() });
                 }
                 let req = parse_request(body)?;
-                Ok(if opcode == Opcode::Rrq {
-                    Packet::Rrq(req)
-                } else {
-                    Packet::Wrq(req)
-                })
+                Ok(if opcode == Opcode::Rrq { Packet::Rrq(req) } else { Packet::Wrq(req) })
             }
             Opcode::Data => {
                 let block = read_u16(body, buf.len())?;
-                Ok(Packet::Data {
-                    block,
-                    data: &body[2..],
-                })
+                Ok(Packet::Data { block, data: &body[2..] })
             }
             Opcode::Ack => {
                 // Some clients pad ACKs; trailing bytes are ignored as tftpd-hpa does.
@@ -229,16 +222,11 @@ impl<'a> Packet<'a> {
                 // A missing NUL after the message is tolerated: the message is informational.
                 let msg = &body[2..];
                 let msg = msg.split(|&b| b == 0).next().unwrap_or_default();
-                Ok(Packet::Error {
-                    code,
-                    message: String::from_utf8_lossy(msg).into_owned(),
-                })
+                Ok(Packet::Error { code, message: String::from_utf8_lossy(msg).into_owned() })
             }
             Opcode::Oack => {
                 let mut fields = Fields { rest: body };
-                Ok(Packet::Oack {
-                    options: parse_options(&mut fields)?,
-                })
+                Ok(Packet::Oack { options: parse_options(&mut fields)? })
             }
         }
     }
@@ -261,11 +249,7 @@ impl<'a> Fields<'a> {
     }
 
     fn next(&mut self, field: &'static str) -> Result<&'a str, PacketError> {
-        let end = self
-            .rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(PacketError::MissingNul { field })?;
+        let end = self.rest.iter().position(|&b| b == 0).ok_or(PacketError::MissingNul { field })?;
         let (s, rest) = (&self.rest[..end], &self.rest[end + 1..]);
         self.rest = rest;
         std::str::from_utf8(s).map_err(|_| PacketError::NotText { field })
@@ -284,16 +268,10 @@ fn parse_request(body: &[u8]) -> Result<Request, PacketError> {
     } else if mode.eq_ignore_ascii_case("netascii") {
         Mode::Netascii
     } else {
-        return Err(PacketError::UnsupportedMode {
-            mode: mode.to_owned(),
-        });
+        return Err(PacketError::UnsupportedMode { mode: mode.to_owned() });
     };
     let options = parse_options(&mut fields)?;
-    Ok(Request {
-        filename: filename.to_owned(),
-        mode,
-        options,
-    })
+    Ok(Request { filename: filename.to_owned(), mode, options })
 }
 
 fn parse_options(fields: &mut Fields<'_>) -> Result<Vec<(String, String)>, PacketError> {
@@ -305,9 +283,7 @@ fn parse_options(fields: &mut Fields<'_>) -> Result<Vec<(String, String)>, Packe
             break;
         }
         let value = fields.next("option value").map_err(|e| match e {
-            PacketError::MissingNul { .. } => PacketError::OptionWithoutValue {
-                name: name.to_owned(),
-            },
+            PacketError::MissingNul { .. } => PacketError::OptionWithoutValue { name: name.to_owned() },
             other => other,
         })?;
         if options.len() == MAX_OPTIONS {
@@ -397,41 +373,17 @@ mod tests {
 
     #[test]
     fn parses_rrq_with_options_case_insensitively() {
-        let buf = rrq(&[
-            "ipxe.efi",
-            "OCTET",
-            "tsize",
-            "0",
-            "BlkSize",
-            "1468",
-            "windowsize",
-            "4",
-        ]);
-        let Packet::Rrq(req) = Packet::parse(&buf).unwrap() else {
-            panic!("not an RRQ")
-        };
+        let buf = rrq(&["ipxe.efi", "OCTET", "tsize", "0", "BlkSize", "1468", "windowsize", "4"]);
+        let Packet::Rrq(req) = Packet::parse(&buf).unwrap() else { panic!("not an RRQ") };
         assert_eq!(req.filename, "ipxe.efi");
         assert_eq!(req.mode, Mode::Octet);
         assert_eq!(
             req.options,
-            vec![
-                ("tsize".into(), "0".into()),
-                ("blksize".into(), "1468".into()),
-                ("windowsize".into(), "4".into())
-            ]
+            vec![("tsize".into(), "0".into()), ("blksize".into(), "1468".into()), ("windowsize".into(), "4".into())]
         );
         assert_eq!(
             encode_request(Opcode::Rrq, &req),
-            rrq(&[
-                "ipxe.efi",
-                "octet",
-                "tsize",
-                "0",
-                "blksize",
-                "1468",
-                "windowsize",
-                "4"
-            ])
+            rrq(&["ipxe.efi", "octet", "tsize", "0", "blksize", "1468", "windowsize", "4"])
         );
     }
 
@@ -439,51 +391,25 @@ mod tests {
     fn parses_wrq_data_ack_error_oack() {
         assert!(matches!(
             Packet::parse(&rrq(&["f", "netascii"])),
-            Ok(Packet::Rrq(Request {
-                mode: Mode::Netascii,
-                ..
-            }))
+            Ok(Packet::Rrq(Request { mode: Mode::Netascii, .. }))
         ));
         let mut w = rrq(&["f", "octet"]);
         w[1] = 2;
         assert!(matches!(Packet::parse(&w), Ok(Packet::Wrq(_))));
-        assert_eq!(
-            Packet::parse(&[0, 3, 1, 2, 9, 9]),
-            Ok(Packet::Data {
-                block: 0x102,
-                data: &[9, 9]
-            })
-        );
-        assert_eq!(
-            Packet::parse(&[0, 4, 0xff, 0xff]),
-            Ok(Packet::Ack { block: 0xffff })
-        );
-        assert_eq!(
-            Packet::parse(&[0, 4, 0, 7, 0, 0]),
-            Ok(Packet::Ack { block: 7 })
-        );
+        assert_eq!(Packet::parse(&[0, 3, 1, 2, 9, 9]), Ok(Packet::Data { block: 0x102, data: &[9, 9] }));
+        assert_eq!(Packet::parse(&[0, 4, 0xff, 0xff]), Ok(Packet::Ack { block: 0xffff }));
+        assert_eq!(Packet::parse(&[0, 4, 0, 7, 0, 0]), Ok(Packet::Ack { block: 7 }));
         assert_eq!(
             Packet::parse(&encode_error(ErrorCode::FileNotFound, "nope")),
-            Ok(Packet::Error {
-                code: ErrorCode::FileNotFound,
-                message: "nope".into()
-            })
+            Ok(Packet::Error { code: ErrorCode::FileNotFound, message: "nope".into() })
         );
         // Unknown error codes and a missing final NUL are tolerated.
         assert_eq!(
             Packet::parse(&[0, 5, 0, 99, b'x']),
-            Ok(Packet::Error {
-                code: ErrorCode::NotDefined,
-                message: "x".into()
-            })
+            Ok(Packet::Error { code: ErrorCode::NotDefined, message: "x".into() })
         );
         let oack = encode_oack(&[("blksize".into(), "1468".into())]);
-        assert_eq!(
-            Packet::parse(&oack),
-            Ok(Packet::Oack {
-                options: vec![("blksize".into(), "1468".into())]
-            })
-        );
+        assert_eq!(Packet::parse(&oack), Ok(Packet::Oack { options: vec![("blksize".into(), "1468".into())] }));
     }
 
     #[test]
@@ -496,39 +422,20 @@ mod tests {
             (vec![0, 5, 0], PacketError::Truncated { len: 3 }),
             (vec![0, 0], PacketError::UnknownOpcode { opcode: 0 }),
             (vec![0, 7, 0, 0], PacketError::UnknownOpcode { opcode: 7 }),
-            (
-                vec![0xff, 0xff],
-                PacketError::UnknownOpcode { opcode: 0xffff },
-            ),
+            (vec![0xff, 0xff], PacketError::UnknownOpcode { opcode: 0xffff }),
             (vec![0, 1], PacketError::MissingNul { field: "file name" }),
-            (
-                vec![0, 1, b'a'],
-                PacketError::MissingNul { field: "file name" },
-            ),
-            (
-                vec![0, 1, b'a', 0, b'o', b'c'],
-                PacketError::MissingNul { field: "mode" },
-            ),
+            (vec![0, 1, b'a'], PacketError::MissingNul { field: "file name" }),
+            (vec![0, 1, b'a', 0, b'o', b'c'], PacketError::MissingNul { field: "mode" }),
             (rrq(&["", "octet"]), PacketError::EmptyFilename),
-            (
-                rrq(&["a", "mail"]),
-                PacketError::UnsupportedMode {
-                    mode: "mail".into(),
-                },
-            ),
-            (
-                rrq(&["a", ""]),
-                PacketError::UnsupportedMode { mode: "".into() },
-            ),
+            (rrq(&["a", "mail"]), PacketError::UnsupportedMode { mode: "mail".into() }),
+            (rrq(&["a", ""]), PacketError::UnsupportedMode { mode: "".into() }),
             (
                 {
                     let mut v = rrq(&["a", "octet"]);
                     v.extend_from_slice(b"blksize");
                     v
                 },
-                PacketError::MissingNul {
-                    field: "option name",
-                },
+                PacketError::MissingNul { field: "option name" },
             ),
             (
                 {
@@ -536,29 +443,21 @@ mod tests {
                     v.extend_from_slice(b"14");
                     v
                 },
-                PacketError::OptionWithoutValue {
-                    name: "blksize".into(),
-                },
+                PacketError::OptionWithoutValue { name: "blksize".into() },
             ),
-            (
-                vec![0, 1, 0xff, 0xfe, 0, b'o', 0],
-                PacketError::NotText { field: "file name" },
-            ),
+            (vec![0, 1, 0xff, 0xfe, 0, b'o', 0], PacketError::NotText { field: "file name" }),
             (
                 {
                     let mut v = rrq(&["a", "octet"]);
                     v.resize(MAX_REQUEST_LEN + 1, b'x');
                     v
                 },
-                PacketError::TooLong {
-                    len: MAX_REQUEST_LEN + 1,
-                },
+                PacketError::TooLong { len: MAX_REQUEST_LEN + 1 },
             ),
             (
                 rrq(&[
-                    "a", "octet", "a", "1", "b", "1", "c", "1", "d", "1", "e", "1", "f", "1", "g",
-                    "1", "h", "1", "i", "1", "j", "1", "k", "1", "l", "1", "m", "1", "n", "1", "o",
-                    "1", "p", "1", "q", "1",
+                    "a", "octet", "a", "1", "b", "1", "c", "1", "d", "1", "e", "1", "f", "1", "g", "1", "h", "1", "i",
+                    "1", "j", "1", "k", "1", "l", "1", "m", "1", "n", "1", "o", "1", "p", "1", "q", "1",
                 ]),
                 PacketError::TooManyOptions,
             ),
@@ -572,24 +471,13 @@ mod tests {
     fn trailing_nul_padding_after_options_is_accepted() {
         let mut v = rrq(&["a", "octet", "tsize", "0"]);
         v.extend_from_slice(&[0, 0, 0]);
-        let Ok(Packet::Rrq(req)) = Packet::parse(&v) else {
-            panic!()
-        };
+        let Ok(Packet::Rrq(req)) = Packet::parse(&v) else { panic!() };
         assert_eq!(req.options.len(), 1);
     }
 
     #[test]
     fn every_prefix_of_a_valid_request_parses_or_errors() {
-        let full = rrq(&[
-            "dir/ipxe.efi",
-            "octet",
-            "tsize",
-            "0",
-            "blksize",
-            "1468",
-            "windowsize",
-            "16",
-        ]);
+        let full = rrq(&["dir/ipxe.efi", "octet", "tsize", "0", "blksize", "1468", "windowsize", "16"]);
         for n in 0..=full.len() {
             let _ = Packet::parse(&full[..n]);
         }
@@ -605,9 +493,6 @@ mod tests {
 
     #[test]
     fn error_encoding_strips_nul_from_message() {
-        assert_eq!(
-            encode_error(ErrorCode::NotDefined, "a\0b"),
-            vec![0, 5, 0, 0, b'a', b'b', 0]
-        );
+        assert_eq!(encode_error(ErrorCode::NotDefined, "a\0b"), vec![0, 5, 0, 0, b'a', b'b', 0]);
     }
 }

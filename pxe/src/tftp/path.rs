@@ -44,20 +44,14 @@ pub enum PathError {
 /// Lexically cleans a requested name into a relative path (rules 1–4), without touching the disk.
 pub fn clean(requested: &str) -> Result<PathBuf, PathError> {
     if requested.bytes().any(|b| b == 0 || b.is_ascii_control()) {
-        return Err(PathError::AccessViolation {
-            reason: "control character in file name",
-        });
+        return Err(PathError::AccessViolation { reason: "control character in file name" });
     }
     let remapped = requested.replace('\\', "/");
     let mut out = PathBuf::new();
     for part in remapped.split('/') {
         match part {
             "" | "." => {}
-            ".." => {
-                return Err(PathError::AccessViolation {
-                    reason: "'..' in file name",
-                })
-            }
+            ".." => return Err(PathError::AccessViolation { reason: "'..' in file name" }),
             p => out.push(p),
         }
     }
@@ -66,9 +60,7 @@ pub fn clean(requested: &str) -> Result<PathBuf, PathError> {
         return Err(PathError::NotFound);
     }
     if !out.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(PathError::AccessViolation {
-            reason: "file name is not a plain path",
-        });
+        return Err(PathError::AccessViolation { reason: "file name is not a plain path" });
     }
     Ok(out)
 }
@@ -76,18 +68,10 @@ pub fn clean(requested: &str) -> Result<PathBuf, PathError> {
 /// Resolves `requested` under `root` (rules 1–5) and returns the canonical path of a regular file.
 pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, PathError> {
     let relative = clean(requested)?;
-    let root = root.canonicalize().map_err(|source| PathError::Root {
-        root: root.to_owned(),
-        source,
-    })?;
-    let full = root
-        .join(relative)
-        .canonicalize()
-        .map_err(|_| PathError::NotFound)?;
+    let root = root.canonicalize().map_err(|source| PathError::Root { root: root.to_owned(), source })?;
+    let full = root.join(relative).canonicalize().map_err(|_| PathError::NotFound)?;
     if !full.starts_with(&root) {
-        return Err(PathError::AccessViolation {
-            reason: "file name leads outside the TFTP root",
-        });
+        return Err(PathError::AccessViolation { reason: "file name leads outside the TFTP root" });
     }
     match full.metadata() {
         Ok(m) if m.is_file() => Ok(full),
@@ -112,25 +96,11 @@ mod tests {
     fn plain_leading_slash_and_backslash_names_resolve_inside() {
         let dir = root();
         let canon = dir.path().canonicalize().unwrap();
-        for name in [
-            "ipxe.efi",
-            "/ipxe.efi",
-            "//ipxe.efi",
-            "./ipxe.efi",
-            "\\ipxe.efi",
-        ] {
-            assert_eq!(
-                resolve(dir.path(), name).unwrap(),
-                canon.join("ipxe.efi"),
-                "{name}"
-            );
+        for name in ["ipxe.efi", "/ipxe.efi", "//ipxe.efi", "./ipxe.efi", "\\ipxe.efi"] {
+            assert_eq!(resolve(dir.path(), name).unwrap(), canon.join("ipxe.efi"), "{name}");
         }
         for name in ["sub/file", "sub\\file", "/sub//file", "sub/./file"] {
-            assert_eq!(
-                resolve(dir.path(), name).unwrap(),
-                canon.join("sub/file"),
-                "{name}"
-            );
+            assert_eq!(resolve(dir.path(), name).unwrap(), canon.join("sub/file"), "{name}");
         }
     }
 
@@ -149,10 +119,7 @@ mod tests {
             "\\..\\x",
         ] {
             assert!(
-                matches!(
-                    resolve(dir.path(), name),
-                    Err(PathError::AccessViolation { .. })
-                ),
+                matches!(resolve(dir.path(), name), Err(PathError::AccessViolation { .. })),
                 "{name:?} -> {:?}",
                 resolve(dir.path(), name)
             );
@@ -163,14 +130,8 @@ mod tests {
     fn absolute_names_stay_under_the_root() {
         let dir = root();
         // /etc/passwd means <root>/etc/passwd, which does not exist.
-        assert!(matches!(
-            resolve(dir.path(), "/etc/passwd"),
-            Err(PathError::NotFound)
-        ));
-        assert!(matches!(
-            resolve(dir.path(), "C:\\Windows\\win.ini"),
-            Err(PathError::NotFound)
-        ));
+        assert!(matches!(resolve(dir.path(), "/etc/passwd"), Err(PathError::NotFound)));
+        assert!(matches!(resolve(dir.path(), "C:\\Windows\\win.ini"), Err(PathError::NotFound)));
     }
 
     #[test]
@@ -181,36 +142,21 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("out")).unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("outdir")).unwrap();
         std::os::unix::fs::symlink("ipxe.efi", dir.path().join("in")).unwrap();
-        assert!(matches!(
-            resolve(dir.path(), "out"),
-            Err(PathError::AccessViolation { .. })
-        ));
-        assert!(matches!(
-            resolve(dir.path(), "outdir/secret"),
-            Err(PathError::AccessViolation { .. })
-        ));
-        assert_eq!(
-            resolve(dir.path(), "in").unwrap(),
-            dir.path().canonicalize().unwrap().join("ipxe.efi")
-        );
+        assert!(matches!(resolve(dir.path(), "out"), Err(PathError::AccessViolation { .. })));
+        assert!(matches!(resolve(dir.path(), "outdir/secret"), Err(PathError::AccessViolation { .. })));
+        assert_eq!(resolve(dir.path(), "in").unwrap(), dir.path().canonicalize().unwrap().join("ipxe.efi"));
     }
 
     #[test]
     fn missing_files_and_directories_are_not_found() {
         let dir = root();
         for name in ["nope", "sub", "/", "", "sub/", "ipxe.efi/x"] {
-            assert!(
-                matches!(resolve(dir.path(), name), Err(PathError::NotFound)),
-                "{name:?}"
-            );
+            assert!(matches!(resolve(dir.path(), name), Err(PathError::NotFound)), "{name:?}");
         }
     }
 
     #[test]
     fn unusable_root_is_reported() {
-        assert!(matches!(
-            resolve(Path::new("/nonexistent/parc-root"), "x"),
-            Err(PathError::Root { .. })
-        ));
+        assert!(matches!(resolve(Path::new("/nonexistent/parc-root"), "x"), Err(PathError::Root { .. })));
     }
 }

@@ -130,6 +130,8 @@ pub struct Session<R> {
     sent_at: Instant,
     retransmitted: bool,
     retries: u32,
+    timeouts: u32,
+    restarts: u32,
     deadline: Option<Instant>,
 }
 
@@ -146,19 +148,10 @@ impl<R: Read> Session<R> {
         path_max_blksize: Option<u16>,
         now: Instant,
     ) -> Self {
-        let max_blksize = cfg
-            .max_blksize
-            .min(path_max_blksize.unwrap_or(options::ETHERNET_BLKSIZE));
-        let size = if request.mode == Mode::Octet {
-            file_size
-        } else {
-            None
-        };
-        let limits = options::Limits {
-            max_blksize,
-            max_windowsize: cfg.max_windowsize,
-            max_window_bytes: cfg.max_window_bytes,
-        };
+        let max_blksize = cfg.max_blksize.min(path_max_blksize.unwrap_or(options::ETHERNET_BLKSIZE));
+        let size = if request.mode == Mode::Octet { file_size } else { None };
+        let limits =
+            options::Limits { max_blksize, max_windowsize: cfg.max_windowsize, max_window_bytes: cfg.max_window_bytes };
         let negotiated = options::negotiate(&request.options, request.mode, limits, size);
         let mut s = Session {
             source,
@@ -178,6 +171,8 @@ impl<R: Read> Session<R> {
             sent_at: now,
             retransmitted: false,
             retries: 0,
+            timeouts: 0,
+            restarts: 0,
             deadline: None,
         };
         if s.negotiated.oack.is_empty() {
@@ -193,6 +188,12 @@ impl<R: Read> Session<R> {
     /// The options in force.
     pub fn negotiated(&self) -> &Negotiated {
         &self.negotiated
+    }
+
+    /// Retransmission timeouts that fired, and windows restarted because the client
+    /// acknowledged only part of one (a lost block), for the log.
+    pub fn recoveries(&self) -> (u32, u32) {
+        (self.timeouts, self.restarts)
     }
 
     /// The next packet to send, if any. Call until it returns `None` after every event.
@@ -241,11 +242,7 @@ impl<R: Read> Session<R> {
         match (Packet::parse(buf), &self.state) {
             (_, State::Done(_)) => {}
             (Ok(Packet::Error { code, message }), _) => {
-                self.finish(Outcome::ClientError {
-                    code,
-                    message,
-                    bytes_acked: self.bytes_acked,
-                });
+                self.finish(Outcome::ClientError { code, message, bytes_acked: self.bytes_acked });
             }
             (Ok(Packet::Ack { block: 0 }), State::Negotiating) => {
                 self.state = State::Transferring;
@@ -265,11 +262,9 @@ impl<R: Read> Session<R> {
             _ => return,
         }
         self.retries += 1;
+        self.timeouts += 1;
         if self.retries > self.cfg.max_retries {
-            self.finish(Outcome::TimedOut {
-                bytes_acked: self.bytes_acked,
-                retries: self.retries - 1,
-            });
+            self.finish(Outcome::TimedOut { bytes_acked: self.bytes_acked, retries: self.retries - 1 });
             return;
         }
         if self.negotiated.timeout.is_none() {
@@ -289,6 +284,9 @@ impl<R: Read> Session<R> {
         if advance == 0 || advance > self.window.len() as u64 {
             return; // duplicate, or for a block never sent
         }
+        if advance < self.window.len() as u64 {
+            self.restarts += 1; // the client asks for the window again from a lost block
+        }
         for _ in 0..advance {
             if let Some(p) = self.window.pop_front() {
                 self.bytes_acked += (p.len() - 4) as u64;
@@ -300,10 +298,7 @@ impl<R: Read> Session<R> {
         self.retries = 0;
         if self.window.is_empty() && self.eof {
             let blocks = self.base - 1;
-            self.finish(Outcome::Completed {
-                bytes: self.bytes_acked,
-                blocks,
-            });
+            self.finish(Outcome::Completed { bytes: self.bytes_acked, blocks });
         } else {
             self.fill_and_send(now);
         }
@@ -322,10 +317,7 @@ impl<R: Read> Session<R> {
         };
         self.srtt = Some(srtt);
         if self.negotiated.timeout.is_none() {
-            self.rto = (srtt * 4).clamp(
-                self.cfg.min_timeout,
-                self.cfg.timeout.max(self.cfg.min_timeout),
-            );
+            self.rto = (srtt * 4).clamp(self.cfg.min_timeout, self.cfg.timeout.max(self.cfg.min_timeout));
         }
     }
 
@@ -346,13 +338,8 @@ impl<R: Read> Session<R> {
                     self.window.push_back(p);
                 }
                 Err(e) => {
-                    self.error = packet::encode_error(
-                        ErrorCode::NotDefined,
-                        "server could not read the file",
-                    );
-                    self.finish(Outcome::ReadFailed {
-                        error: e.to_string(),
-                    });
+                    self.error = packet::encode_error(ErrorCode::NotDefined, "server could not read the file");
+                    self.finish(Outcome::ReadFailed { error: e.to_string() });
                     self.pending = Pending::Error;
                     return;
                 }
@@ -398,10 +385,7 @@ mod tests {
         Request {
             filename: "f".into(),
             mode: Mode::Octet,
-            options: options
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            options: options.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         }
     }
 
@@ -461,24 +445,12 @@ mod tests {
         let t0 = Instant::now();
         for len in [0, 1, 511, 512, 513, 1024, 5000] {
             let content = data(len);
-            let mut s = Session::start(
-                &req(&[]),
-                Cursor::new(content.clone()),
-                Some(len as u64),
-                &Config::default(),
-                None,
-                t0,
-            );
+            let mut s =
+                Session::start(&req(&[]), Cursor::new(content.clone()), Some(len as u64), &Config::default(), None, t0);
             let (got, packets) = download(&mut s, t0);
             assert_eq!(got, content, "len {len}");
             assert_eq!(packets, len / 512 + 1, "len {len}");
-            assert_eq!(
-                s.outcome(),
-                Some(&Outcome::Completed {
-                    bytes: len as u64,
-                    blocks: (len / 512 + 1) as u64
-                })
-            );
+            assert_eq!(s.outcome(), Some(&Outcome::Completed { bytes: len as u64, blocks: (len / 512 + 1) as u64 }));
         }
     }
 
@@ -487,11 +459,9 @@ mod tests {
         let t0 = Instant::now();
         // > 65535 blocks of 512 bytes: block numbers wrap to 0.
         let content = data(512 * 65536 + 100);
-        for opts in [
-            &[][..],
-            &[("windowsize", "16")][..],
-            &[("blksize", "1468"), ("windowsize", "7"), ("tsize", "0")][..],
-        ] {
+        for opts in
+            [&[][..], &[("windowsize", "16")][..], &[("blksize", "1468"), ("windowsize", "7"), ("tsize", "0")][..]]
+        {
             let mut s = Session::start(
                 &req(opts),
                 Cursor::new(content.clone()),
@@ -527,10 +497,7 @@ mod tests {
         );
         let d = s.deadline().unwrap();
         s.on_timeout(d - Duration::from_millis(1));
-        assert!(
-            drain(&mut s).is_empty(),
-            "early timer call must not retransmit"
-        );
+        assert!(drain(&mut s).is_empty(), "early timer call must not retransmit");
         s.on_timeout(d);
         assert_eq!(drain(&mut s), first);
         // Stray ACKs for other blocks are ignored while negotiating.
@@ -545,26 +512,11 @@ mod tests {
     #[test]
     fn ovmf_style_probe_abort_ends_quietly() {
         let t0 = Instant::now();
-        let mut s = Session::start(
-            &req(&[("tsize", "0")]),
-            Cursor::new(data(10)),
-            Some(10),
-            &Config::default(),
-            None,
-            t0,
-        );
+        let mut s =
+            Session::start(&req(&[("tsize", "0")]), Cursor::new(data(10)), Some(10), &Config::default(), None, t0);
         drain(&mut s);
-        s.on_packet(
-            &encode_error(ErrorCode::OptionNegotiation, "tsize only"),
-            t0,
-        );
-        assert!(matches!(
-            s.outcome(),
-            Some(Outcome::ClientError {
-                code: ErrorCode::OptionNegotiation,
-                ..
-            })
-        ));
+        s.on_packet(&encode_error(ErrorCode::OptionNegotiation, "tsize only"), t0);
+        assert!(matches!(s.outcome(), Some(Outcome::ClientError { code: ErrorCode::OptionNegotiation, .. })));
         assert_eq!(s.deadline(), None);
         assert!(drain(&mut s).is_empty());
     }
@@ -575,28 +527,10 @@ mod tests {
         let r = req(&[("blksize", "65464")]);
         let cfg = Config::default();
         let s = Session::start(&r, Cursor::new(vec![]), Some(0), &cfg, None, t0);
-        assert_eq!(
-            s.negotiated().blksize,
-            1468,
-            "unknown MTU: ethernet-sized blocks"
-        );
-        let s = Session::start(
-            &r,
-            Cursor::new(vec![]),
-            Some(0),
-            &cfg,
-            Some(options::blksize_for_mtu(65536)),
-            t0,
-        );
-        assert_eq!(
-            s.negotiated().blksize,
-            65464,
-            "loopback carries the largest block"
-        );
-        let cfg = Config {
-            max_blksize: 1024,
-            ..Config::default()
-        };
+        assert_eq!(s.negotiated().blksize, 1468, "unknown MTU: ethernet-sized blocks");
+        let s = Session::start(&r, Cursor::new(vec![]), Some(0), &cfg, Some(options::blksize_for_mtu(65536)), t0);
+        assert_eq!(s.negotiated().blksize, 65464, "loopback carries the largest block");
+        let cfg = Config { max_blksize: 1024, ..Config::default() };
         let s = Session::start(&r, Cursor::new(vec![]), Some(0), &cfg, Some(8968), t0);
         assert_eq!(s.negotiated().blksize, 1024);
     }
@@ -604,28 +538,15 @@ mod tests {
     #[test]
     fn duplicate_acks_do_not_retransmit_but_timeouts_do() {
         let t0 = Instant::now();
-        let mut s = Session::start(
-            &req(&[]),
-            Cursor::new(data(2000)),
-            Some(2000),
-            &Config::default(),
-            None,
-            t0,
-        );
+        let mut s = Session::start(&req(&[]), Cursor::new(data(2000)), Some(2000), &Config::default(), None, t0);
         let b1 = drain(&mut s);
         s.on_packet(&encode_ack(1), t0);
         let b2 = drain(&mut s);
         assert_eq!(b2.len(), 1);
         s.on_packet(&encode_ack(1), t0);
-        assert!(
-            drain(&mut s).is_empty(),
-            "duplicate ACK must not trigger a resend"
-        );
+        assert!(drain(&mut s).is_empty(), "duplicate ACK must not trigger a resend");
         s.on_packet(&encode_ack(9), t0);
-        assert!(
-            drain(&mut s).is_empty(),
-            "ACK for an unsent block is ignored"
-        );
+        assert!(drain(&mut s).is_empty(), "ACK for an unsent block is ignored");
         let d = s.deadline().unwrap();
         s.on_timeout(d);
         assert_eq!(drain(&mut s), b2);
@@ -646,11 +567,7 @@ mod tests {
         drain(&mut s); // OACK
         s.on_packet(&encode_ack(0), t0);
         let w = drain(&mut s);
-        let blocks = |w: &[Vec<u8>]| {
-            w.iter()
-                .map(|p| u16::from_be_bytes([p[2], p[3]]))
-                .collect::<Vec<_>>()
-        };
+        let blocks = |w: &[Vec<u8>]| w.iter().map(|p| u16::from_be_bytes([p[2], p[3]])).collect::<Vec<_>>();
         assert_eq!(blocks(&w), [1, 2, 3, 4]);
         // The client lost block 3: it acks 2.
         s.on_packet(&encode_ack(2), t0);
@@ -673,13 +590,7 @@ mod tests {
             assert!(s.deadline().unwrap() - now <= cfg.timeout);
         }
         s.on_timeout(s.deadline().unwrap());
-        assert_eq!(
-            s.outcome(),
-            Some(&Outcome::TimedOut {
-                bytes_acked: 0,
-                retries: cfg.max_retries
-            })
-        );
+        assert_eq!(s.outcome(), Some(&Outcome::TimedOut { bytes_acked: 0, retries: cfg.max_retries }));
         assert!(drain(&mut s).is_empty());
         assert!(now > t0);
     }
@@ -688,14 +599,7 @@ mod tests {
     fn adaptive_timeout_follows_rtt_and_negotiated_timeout_is_fixed() {
         let t0 = Instant::now();
         let cfg = Config::default();
-        let mut s = Session::start(
-            &req(&[]),
-            Cursor::new(data(5000)),
-            Some(5000),
-            &cfg,
-            None,
-            t0,
-        );
+        let mut s = Session::start(&req(&[]), Cursor::new(data(5000)), Some(5000), &cfg, None, t0);
         assert_eq!(s.deadline(), Some(t0 + cfg.timeout));
         let mut now = t0;
         for block in 1..=5u16 {
@@ -703,52 +607,22 @@ mod tests {
             now += Duration::from_millis(1);
             s.on_packet(&encode_ack(block), now);
         }
-        assert_eq!(
-            s.deadline(),
-            Some(now + cfg.min_timeout),
-            "fast LAN: floor of the adaptive timeout"
-        );
+        assert_eq!(s.deadline(), Some(now + cfg.min_timeout), "fast LAN: floor of the adaptive timeout");
 
-        let mut s = Session::start(
-            &req(&[("timeout", "3")]),
-            Cursor::new(data(5000)),
-            Some(5000),
-            &cfg,
-            None,
-            t0,
-        );
+        let mut s = Session::start(&req(&[("timeout", "3")]), Cursor::new(data(5000)), Some(5000), &cfg, None, t0);
         drain(&mut s);
         s.on_packet(&encode_ack(0), t0);
         assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(3)));
         s.on_timeout(t0 + Duration::from_secs(3));
-        assert_eq!(
-            s.deadline(),
-            Some(t0 + Duration::from_secs(6)),
-            "negotiated timeout does not back off"
-        );
+        assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(6)), "negotiated timeout does not back off");
     }
 
     #[test]
     fn garbage_on_the_transfer_socket_is_ignored() {
         let t0 = Instant::now();
-        let mut s = Session::start(
-            &req(&[]),
-            Cursor::new(data(600)),
-            Some(600),
-            &Config::default(),
-            None,
-            t0,
-        );
+        let mut s = Session::start(&req(&[]), Cursor::new(data(600)), Some(600), &Config::default(), None, t0);
         drain(&mut s);
-        for junk in [
-            &[][..],
-            &[0],
-            &[0, 4],
-            &[0, 3, 0, 1, 1],
-            &[0, 1, b'x', 0, b'o', 0],
-            &[9, 9, 9, 9],
-            &[0, 6, 0],
-        ] {
+        for junk in [&[][..], &[0], &[0, 4], &[0, 3, 0, 1, 1], &[0, 1, b'x', 0, b'o', 0], &[9, 9, 9, 9], &[0, 6, 0]] {
             s.on_packet(junk, t0);
             assert!(drain(&mut s).is_empty());
             assert!(s.outcome().is_none());
@@ -769,13 +643,7 @@ mod tests {
         let mut s = Session::start(&req(&[]), Failing, Some(100), &Config::default(), None, t0);
         let out = drain(&mut s);
         assert_eq!(out.len(), 1);
-        assert!(matches!(
-            Packet::parse(&out[0]),
-            Ok(Packet::Error {
-                code: ErrorCode::NotDefined,
-                ..
-            })
-        ));
+        assert!(matches!(Packet::parse(&out[0]), Ok(Packet::Error { code: ErrorCode::NotDefined, .. })));
         assert!(matches!(s.outcome(), Some(Outcome::ReadFailed { .. })));
     }
 
