@@ -338,23 +338,14 @@ impl DirStore {
             referenced.extend(self.manifest(&d)?.all_chunks().map(|c| c.sha256));
         }
         let mut report = GcReport::default();
-        let chunks = self.root.join("chunks");
-        for sub in fs::read_dir(&chunks).map_err(io(&chunks))? {
-            let sub = sub.map_err(io(&chunks))?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&sub).map_err(io(&sub))? {
-                let f = f.map_err(io(&sub))?;
-                let digest = f.file_name().to_str().and_then(|s| s.strip_suffix(".zst")).and_then(|s| s.parse::<Digest>().ok());
-                match digest {
-                    Some(d) if referenced.contains(&d) => report.chunks_kept += 1,
-                    _ => {
-                        report.chunks_removed += 1;
-                        report.bytes_freed += f.metadata().map(|m| m.len()).unwrap_or(0);
-                        if !dry_run {
-                            fs::remove_file(f.path()).map_err(io(&f.path()))?;
-                        }
+        for (digest, path) in self.chunk_files()? {
+            match digest {
+                Some(d) if referenced.contains(&d) => report.chunks_kept += 1,
+                _ => {
+                    report.chunks_removed += 1;
+                    report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    if !dry_run {
+                        fs::remove_file(&path).map_err(io(&path))?;
                     }
                 }
             }
