@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parc_pxe::server::tftp::{run, TftpConfig};
-use parc_pxe::tftp::packet::{
-    encode_ack, encode_request, ErrorCode, Mode, Opcode, Packet, Request,
-};
+use parc_pxe::tftp::packet::{encode_ack, encode_request, ErrorCode, Mode, Opcode, Packet, Request};
 use tokio_util::sync::CancellationToken;
 
 use super::have;
@@ -30,30 +28,13 @@ impl Server {
     }
 
     fn with_config(config: TftpConfig) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let root = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
-        let socket = rt
-            .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
-            .unwrap();
+        let socket = rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0")).unwrap();
         let addr = socket.local_addr().unwrap();
-        let handle = rt.spawn(run(
-            socket,
-            root.path().to_owned(),
-            config,
-            shutdown.clone(),
-        ));
-        Server {
-            addr,
-            root,
-            shutdown,
-            rt: Some(rt),
-            handle: Some(handle),
-        }
+        let handle = rt.spawn(run(socket, root.path().to_owned(), config, shutdown.clone()));
+        Server { addr, root, shutdown, rt: Some(rt), handle: Some(handle) }
     }
 
     /// Writes a file of `len` pseudo-random bytes into the root.
@@ -85,9 +66,7 @@ impl Drop for Server {
             let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), h).await });
             if !std::thread::panicking() {
                 let stopped = r.expect("server did not stop within 5 s of shutdown");
-                stopped
-                    .expect("server task panicked")
-                    .expect("server returned an error");
+                stopped.expect("server task panicked").expect("server returned an error");
             }
         }
     }
@@ -112,28 +91,20 @@ impl Client {
         let mut cmd;
         match self {
             Client::TftpHpa | Client::TftpHpaNetascii => {
-                let mode = if matches!(self, Client::TftpHpa) {
-                    "binary"
-                } else {
-                    "ascii"
-                };
+                let mode = if matches!(self, Client::TftpHpa) { "binary" } else { "ascii" };
                 cmd = Command::new("tftp");
-                cmd.args([&host, &server.port(), "-m", mode, "-c", "get", remote])
-                    .arg(local);
+                cmd.args([&host, &server.port(), "-m", mode, "-c", "get", remote]).arg(local);
             }
             Client::Atftp(opts) => {
                 cmd = Command::new("atftp");
                 for o in opts {
                     cmd.args(["--option", o]);
                 }
-                cmd.args(["--get", "-r", remote, "-l"])
-                    .arg(local)
-                    .args([&host, &server.port()]);
+                cmd.args(["--get", "-r", remote, "-l"]).arg(local).args([&host, &server.port()]);
             }
             Client::Curl(blksize) => {
                 cmd = Command::new("curl");
-                cmd.args(["-sS", "--path-as-is", "--max-time", "60", "-o"])
-                    .arg(local);
+                cmd.args(["-sS", "--path-as-is", "--max-time", "60", "-o"]).arg(local);
                 if let Some(b) = blksize {
                     cmd.args(["--tftp-blksize", &b.to_string()]);
                 }
@@ -144,34 +115,17 @@ impl Client {
     }
 
     fn fetch_ok(self, server: &Server, name: &str, out: &Path) {
-        let local =
-            out.join(format!("{name}.{:?}", self).replace(['/', ' ', '"', '&', '[', ']'], "_"));
+        let local = out.join(format!("{name}.{:?}", self).replace(['/', ' ', '"', '&', '[', ']'], "_"));
         let started = Instant::now();
         let o = self.get(server, name, &local);
         let took = started.elapsed();
         let want = std::fs::read(server.root.path().join(name)).unwrap();
-        let got = std::fs::read(&local).unwrap_or_else(|e| {
-            panic!(
-                "{self:?} {name}: no output ({e}); {}",
-                String::from_utf8_lossy(&o.stderr)
-            )
-        });
-        assert!(
-            o.status.success() || matches!(self, Client::TftpHpa),
-            "{self:?} {name}: {o:?}"
-        );
-        assert!(
-            got.len() == want.len(),
-            "{self:?} {name}: {} bytes, want {}",
-            got.len(),
-            want.len()
-        );
+        let got = std::fs::read(&local)
+            .unwrap_or_else(|e| panic!("{self:?} {name}: no output ({e}); {}", String::from_utf8_lossy(&o.stderr)));
+        assert!(o.status.success() || matches!(self, Client::TftpHpa), "{self:?} {name}: {o:?}");
+        assert!(got.len() == want.len(), "{self:?} {name}: {} bytes, want {}", got.len(), want.len());
         assert!(got == want, "{self:?} {name}: content differs");
-        eprintln!(
-            "{self:?} {name} ({} bytes): {:.3} s",
-            want.len(),
-            took.as_secs_f64()
-        );
+        eprintln!("{self:?} {name} ({} bytes): {:.3} s", want.len(), took.as_secs_f64());
     }
 }
 
@@ -184,14 +138,7 @@ fn real_clients_fetch_files_byte_for_byte() {
     }
     let server = Server::start();
     let out = tempfile::tempdir().unwrap();
-    let sizes = [
-        ("empty", 0),
-        ("b511", 511),
-        ("b512", 512),
-        ("b513", 513),
-        ("mib", 1 << 20),
-        ("x1468", 1468 * 100),
-    ];
+    let sizes = [("empty", 0), ("b511", 511), ("b512", 512), ("b513", 513), ("mib", 1 << 20), ("x1468", 1468 * 100)];
     for (name, len) in sizes {
         server.file(name, len);
     }
@@ -253,11 +200,7 @@ fn netascii_converts_line_ends_for_tftp_hpa() {
 fn request(server: SocketAddr, opcode: Opcode, filename: &str) -> (Vec<u8>, SocketAddr) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let req = Request {
-        filename: filename.into(),
-        mode: Mode::Octet,
-        options: vec![],
-    };
+    let req = Request { filename: filename.into(), mode: Mode::Octet, options: vec![] };
     sock.send_to(&encode_request(opcode, &req), server).unwrap();
     let mut buf = vec![0; 70000];
     let (n, from) = sock.recv_from(&mut buf).expect("no reply");
@@ -278,11 +221,7 @@ fn escaping_paths_get_error_packets() {
     server.file("ok.efi", 10);
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret"), b"secret").unwrap();
-    std::os::unix::fs::symlink(
-        outside.path().join("secret"),
-        server.root.path().join("link"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), server.root.path().join("link")).unwrap();
     let cases = [
         ("../etc/passwd", ErrorCode::AccessViolation),
         ("sub/../../etc/passwd", ErrorCode::AccessViolation),
@@ -298,10 +237,7 @@ fn escaping_paths_get_error_packets() {
     }
     // An absolute name is read under the root.
     let (reply, _) = request(server.addr, Opcode::Rrq, "/ok.efi");
-    assert!(matches!(
-        Packet::parse(&reply),
-        Ok(Packet::Data { block: 1, .. })
-    ));
+    assert!(matches!(Packet::parse(&reply), Ok(Packet::Data { block: 1, .. })));
 
     if !clients_available() {
         return;
@@ -348,10 +284,7 @@ fn write_requests_are_refused() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
-    assert!(
-        text.contains("read-only") || !o.status.success(),
-        "tftp put: {o:?}"
-    );
+    assert!(text.contains("read-only") || !o.status.success(), "tftp put: {o:?}");
     assert!(!server.root.path().join("upload.bin").exists());
 }
 
@@ -378,10 +311,7 @@ fn malformed_packets() -> Vec<Vec<u8>> {
         vec![0, 4, 0, 1],
         vec![0, 5, 0, 1, b'x', 0],
         vec![0, 6, b'x'],
-        vec![0, 1]
-            .into_iter()
-            .chain(std::iter::repeat_n(b'A', 60000))
-            .collect(),
+        vec![0, 1].into_iter().chain(std::iter::repeat_n(b'A', 60000)).collect(),
         many_options,
     ]
 }
@@ -411,12 +341,7 @@ fn malformed_flood_does_not_stop_other_transfers() {
             sent
         })
     };
-    let clients = [
-        Client::TftpHpa,
-        Client::Atftp(ATFTP_WINDOWED),
-        Client::Curl(Some(1468)),
-        Client::Curl(None),
-    ];
+    let clients = [Client::TftpHpa, Client::Atftp(ATFTP_WINDOWED), Client::Curl(Some(1468)), Client::Curl(None)];
     std::thread::scope(|s| {
         for c in clients {
             let (server, out) = (&server, out.path());
@@ -430,17 +355,11 @@ fn malformed_flood_does_not_stop_other_transfers() {
     // Each malformed request gets at most an error, never a transfer or a crash.
     for p in malformed_packets() {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         sock.send_to(&p, server.addr).unwrap();
         let mut buf = [0; 1500];
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            assert!(
-                error_code(&buf[..n]).is_some(),
-                "reply to {:?}: {:?}",
-                &p[..p.len().min(16)],
-                &buf[..n]
-            );
+            assert!(error_code(&buf[..n]).is_some(), "reply to {:?}: {:?}", &p[..p.len().min(16)], &buf[..n]);
         }
     }
     Client::Curl(None).fetch_ok(&server, "mib", out.path());
@@ -453,10 +372,7 @@ fn hundreds_of_concurrent_transfers() {
     let server = Server::start();
     server.file("f", 200 * 1024);
     let want = std::fs::read(server.root.path().join("f")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let addr = server.addr;
     let results = rt.block_on(async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -474,21 +390,13 @@ fn hundreds_of_concurrent_transfers() {
         assert!(data == want);
         server_ports.insert(port);
     }
-    assert_eq!(
-        server_ports.len(),
-        300,
-        "each transfer has its own server port"
-    );
+    assert_eq!(server_ports.len(), 300, "each transfer has its own server port");
 }
 
 /// Lock-step RFC 1350 client (blksize 1468) on tokio; returns the file and the server's port.
 async fn fetch_raw(server: SocketAddr, name: &str) -> (Vec<u8>, u16) {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let req = Request {
-        filename: name.into(),
-        mode: Mode::Octet,
-        options: vec![("blksize".into(), "1468".into())],
-    };
+    let req = Request { filename: name.into(), mode: Mode::Octet, options: vec![("blksize".into(), "1468".into())] };
     let rrq = encode_request(Opcode::Rrq, &req);
     sock.send_to(&rrq, server).await.unwrap();
     let mut buf = vec![0; 2048];
@@ -517,5 +425,75 @@ async fn fetch_raw(server: SocketAddr, name: &str) -> (Vec<u8>, u16) {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+}
+
+/// A client that "loses" the first copy of some DATA blocks (never sees them, never acks them)
+/// and, like an RFC 7440 receiver, acks the last in-order block when it times out. Returns the
+/// file and how long it took.
+fn fetch_losing(server: SocketAddr, name: &str, windowsize: u16, lose: &[u16]) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let req = Request {
+        filename: name.into(),
+        mode: Mode::Octet,
+        options: vec![("windowsize".into(), windowsize.to_string())],
+    };
+    sock.send_to(&encode_request(Opcode::Rrq, &req), server).unwrap();
+    let mut lose: std::collections::HashSet<u16> = lose.iter().copied().collect();
+    let (mut data, mut expected, mut in_window, mut peer) = (Vec::new(), 1u16, 0u16, None);
+    let mut buf = vec![0; 2048];
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "transfer stalled");
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(p) = peer {
+                    sock.send_to(&encode_ack(expected.wrapping_sub(1)), p).unwrap();
+                    in_window = 0;
+                }
+                continue;
+            }
+        };
+        peer = Some(from);
+        match Packet::parse(&buf[..n]).unwrap() {
+            Packet::Oack { .. } => {
+                sock.send_to(&encode_ack(0), from).unwrap();
+            }
+            Packet::Data { block, data: d } => {
+                if lose.remove(&block) || block != expected {
+                    continue;
+                }
+                data.extend_from_slice(d);
+                expected = expected.wrapping_add(1);
+                in_window += 1;
+                if d.len() < 512 {
+                    sock.send_to(&encode_ack(block), from).unwrap();
+                    return (data, started.elapsed());
+                }
+                if in_window == windowsize {
+                    sock.send_to(&encode_ack(block), from).unwrap();
+                    in_window = 0;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn lost_blocks_are_recovered_without_stalls() {
+    let server = Server::start();
+    server.file("f", 512 * 200 + 7);
+    let want = std::fs::read(server.root.path().join("f")).unwrap();
+    for windowsize in [1, 8] {
+        let (got, took) = fetch_losing(server.addr, "f", windowsize, &[3, 60, 61, 150, 201]);
+        assert!(got == want, "windowsize {windowsize}: content differs");
+        eprintln!("windowsize {windowsize}, 5 blocks lost: {:.3} s", took.as_secs_f64());
+        // Each loss costs one retransmission timeout (200 ms to 1 s), never the seconds-long
+        // stalls of peers.
+        assert!(took < Duration::from_secs(5), "windowsize {windowsize}: {took:?}");
+        assert!(took > Duration::from_millis(150), "losses were not simulated");
     }
 }
