@@ -27,11 +27,7 @@ fn is_root() -> bool {
 
 fn run_ok(args: &[&str]) {
     let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Two namespaces joined by a veth pair: `srv` (veth0, 10.99.0.1/24) and `cli` (veth1).
@@ -51,30 +47,17 @@ impl Lab {
             return None;
         }
         let id = format!("{}-{tag}", std::process::id());
-        let lab = Lab {
-            srv: format!("parc-srv-{id}"),
-            cli: format!("parc-cli-{id}"),
-        };
+        let lab = Lab { srv: format!("parc-srv-{id}"), cli: format!("parc-cli-{id}") };
         run_ok(&["ip", "netns", "add", &lab.srv]);
         run_ok(&["ip", "netns", "add", &lab.cli]);
         run_ok(&[
-            "ip", "-n", &lab.srv, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-            "netns", &lab.cli,
+            "ip", "-n", &lab.srv, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", &lab.cli,
         ]);
         for (ns, dev) in [(&lab.srv, "veth0"), (&lab.cli, "veth1")] {
             run_ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             run_ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
-        run_ok(&[
-            "ip",
-            "-n",
-            &lab.srv,
-            "addr",
-            "add",
-            "10.99.0.1/24",
-            "dev",
-            "veth0",
-        ]);
+        run_ok(&["ip", "-n", &lab.srv, "addr", "add", "10.99.0.1/24", "dev", "veth0"]);
         Some(lab)
     }
 
@@ -111,25 +94,14 @@ struct DhcpServer {
 
 impl DhcpServer {
     fn start(lab: &Lab, mode: Mode, lease_file: Option<PathBuf>) -> Self {
-        let (dhcp_std, pxe_std) = Lab::inside(&lab.srv, || {
-            (
-                bind_dhcp("veth0", 67).unwrap(),
-                bind_dhcp("veth0", 4011).unwrap(),
-            )
-        });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dhcp_std, pxe_std) =
+            Lab::inside(&lab.srv, || (bind_dhcp("veth0", 67).unwrap(), bind_dhcp("veth0", 4011).unwrap()));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let shutdown = CancellationToken::new();
         let config = dhcp::Config {
             server_ip: SERVER,
             mode,
-            boot: boot::Config {
-                http_base: "http://10.99.0.1:8080".into(),
-                uefi_loader: boot::UefiLoader::SnpOnly,
-            },
+            boot: boot::Config { http_base: "http://10.99.0.1:8080".into(), uefi_loader: boot::UefiLoader::SnpOnly },
             menu_prompt: "parc".into(),
         };
         let handle = {
@@ -140,21 +112,13 @@ impl DhcpServer {
             };
             rt.spawn(run(sockets, config, lease_file, shutdown.clone()))
         };
-        DhcpServer {
-            rt,
-            shutdown,
-            handle,
-        }
+        DhcpServer { rt, shutdown, handle }
     }
 
     fn stop(self) {
         self.shutdown.cancel();
-        let r = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), self.handle).await });
-        r.expect("DHCP server did not stop")
-            .expect("DHCP server panicked")
-            .expect("DHCP server failed");
+        let r = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), self.handle).await });
+        r.expect("DHCP server did not stop").expect("DHCP server panicked").expect("DHCP server failed");
     }
 }
 
@@ -180,46 +144,27 @@ impl Udhcpc {
         .unwrap();
         run_ok(&["chmod", "+x", script.to_str().unwrap()]);
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns", "exec", &lab.cli, "udhcpc", "-f", "-i", "veth1", "-t", "10", "-T", "1", "-s",
-        ])
-        .arg(&script);
+        cmd.args(["netns", "exec", &lab.cli, "udhcpc", "-f", "-i", "veth1", "-t", "10", "-T", "1", "-s"]).arg(&script);
         if let Some(ip) = requested {
             cmd.args(["-r", ip]);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         Udhcpc { child, log }
     }
 
     fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_owned).collect()
     }
 
     /// Waits until the log holds `count` lines starting with `event`; returns the last.
     fn wait_for(&self, event: &str, count: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let matching: Vec<String> = self
-                .events()
-                .into_iter()
-                .filter(|l| l.starts_with(event))
-                .collect();
+            let matching: Vec<String> = self.events().into_iter().filter(|l| l.starts_with(event)).collect();
             if matching.len() >= count {
                 return matching[count - 1].clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {event} #{count} from udhcpc; events: {:?}",
-                self.events()
-            );
+            assert!(Instant::now() < deadline, "no {event} #{count} from udhcpc; events: {:?}", self.events());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -265,10 +210,7 @@ fn udhcpc_lease_renew_and_same_address_after_restart() {
     // Restart parc: the lease file carries the lease over.
     server.stop();
     let saved = std::fs::read_to_string(&leases).unwrap();
-    assert!(
-        saved.contains("10.99.0.150") && saved.contains("bound"),
-        "{saved}"
-    );
+    assert!(saved.contains("10.99.0.150") && saved.contains("bound"), "{saved}");
     let server = DhcpServer::start(&lab, mode(), Some(leases.clone()));
     client.signal(libc::SIGUSR1);
     assert_eq!(client.wait_for("renew", 2), "renew 10.99.0.150 10.99.0.1");
@@ -288,10 +230,8 @@ fn fixture_requests(text: &str) -> Vec<(u16, Vec<u8>)> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let dst: SocketAddr = f[2].parse().unwrap();
-            let bytes: Vec<u8> = (0..f[3].len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&f[3][i..i + 2], 16).unwrap())
-                .collect();
+            let bytes: Vec<u8> =
+                (0..f[3].len()).step_by(2).map(|i| u8::from_str_radix(&f[3][i..i + 2], 16).unwrap()).collect();
             (bytes[0] == 1).then_some((dst.port(), bytes))
         })
         .collect()
@@ -315,22 +255,10 @@ fn recv_reply(sock: &UdpSocket, xid: u32) -> Option<dhcp::dhcproto::v4::Message>
 #[test]
 fn proxy_dhcp_answers_pxe_firmware_on_67_and_4011_under_a_flood() {
     let Some(lab) = Lab::new("proxy") else { return };
-    run_ok(&[
-        "ip",
-        "-n",
-        &lab.cli,
-        "addr",
-        "add",
-        "10.99.0.188/24",
-        "dev",
-        "veth1",
-    ]);
+    run_ok(&["ip", "-n", &lab.cli, "addr", "add", "10.99.0.188/24", "dev", "veth1"]);
     let server = DhcpServer::start(&lab, Mode::Proxy, None);
     let packets = fixture_requests(include_str!("../../../pxe/tests/fixtures/proxy-uefi.dhcp"));
-    let (discover, boot_request) = (
-        packets[0].1.clone(),
-        packets.iter().find(|p| p.0 == 4011).unwrap().1.clone(),
-    );
+    let (discover, boot_request) = (packets[0].1.clone(), packets.iter().find(|p| p.0 == 4011).unwrap().1.clone());
     let non_pxe = packets.last().unwrap().1.clone(); // the booted system's udhcpc: "PXELAB-client"
 
     Lab::inside(&lab.cli, || {
@@ -338,15 +266,11 @@ fn proxy_dhcp_answers_pxe_firmware_on_67_and_4011_under_a_flood() {
         s68.set_reuse_address(true).unwrap();
         s68.set_broadcast(true).unwrap();
         s68.bind_device(Some(b"veth1")).unwrap();
-        s68.bind(&SocketAddr::from(([0, 0, 0, 0], 68)).into())
-            .unwrap();
+        s68.bind(&SocketAddr::from(([0, 0, 0, 0], 68)).into()).unwrap();
         let s68: UdpSocket = s68.into();
-        s68.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
+        s68.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let s4011 = UdpSocket::bind("10.99.0.188:4011").unwrap();
-        s4011
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
+        s4011.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let bcast = SocketAddr::from(([255, 255, 255, 255], 67));
 
         // A flood of garbage and truncated/oversized/overflowing DHCP messages first.
@@ -379,28 +303,18 @@ fn proxy_dhcp_answers_pxe_firmware_on_67_and_4011_under_a_flood() {
         let xid = wire::decode(&discover).unwrap().xid();
         let offer = recv_reply(&s68, xid).expect("no OFFER to the PXE DISCOVER");
         assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
-        assert_eq!(
-            (offer.yiaddr(), offer.siaddr()),
-            (Ipv4Addr::UNSPECIFIED, SERVER)
-        );
+        assert_eq!((offer.yiaddr(), offer.siaddr()), (Ipv4Addr::UNSPECIFIED, SERVER));
         assert_eq!(
             offer.opts().get(OptionCode::ClassIdentifier),
             Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
         );
 
         // Its REQUEST to port 4011: an ACK naming the UEFI loader, back to port 4011.
-        s4011
-            .send_to(&boot_request, SocketAddr::from((SERVER, 4011)))
-            .unwrap();
+        s4011.send_to(&boot_request, SocketAddr::from((SERVER, 4011))).unwrap();
         let xid = wire::decode(&boot_request).unwrap().xid();
         let ack = recv_reply(&s4011, xid).expect("no ACK on port 4011");
         assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
-        assert_eq!(
-            ack.fname_str()
-                .and_then(Result::ok)
-                .map(|f| f.trim_end_matches('\0')),
-            Some("snponly.efi")
-        );
+        assert_eq!(ack.fname_str().and_then(Result::ok).map(|f| f.trim_end_matches('\0')), Some("snponly.efi"));
         assert_eq!(ack.siaddr(), SERVER);
 
         // A client that is not a PXE client gets nothing at all.
@@ -408,4 +322,73 @@ fn proxy_dhcp_answers_pxe_firmware_on_67_and_4011_under_a_flood() {
         assert!(recv_reply(&s68, wire::decode(&non_pxe).unwrap().xid()).is_none());
     });
     server.stop();
+}
+
+/// `parc serve`'s entry point in one piece: ProxyDHCP tells OVMF (replayed) which loader to
+/// fetch and from where, and tftp-hpa in the client namespace fetches it from that address.
+#[test]
+fn serve_gives_firmware_a_loader_it_can_fetch() {
+    if !have("tftp", "tftp-hpa") {
+        return;
+    }
+    let Some(lab) = Lab::new("serve") else { return };
+    run_ok(&["ip", "-n", &lab.cli, "addr", "add", "10.99.0.188/24", "dev", "veth1"]);
+    let root = tempfile::tempdir().unwrap();
+    let loader: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    std::fs::write(root.path().join("snponly.efi"), &loader).unwrap();
+    let config = parc_pxe::server::PxeConfig {
+        interface: "veth0".into(),
+        mode: parc_pxe::server::PxeMode::Proxy,
+        tftp_root: root.path().to_owned(),
+        http_base: "http://10.99.0.1:8080".into(),
+        uefi_loader: boot::UefiLoader::SnpOnly,
+        lease_file: root.path().join("leases.json"),
+        tftp: Default::default(),
+        tftp_port: 69,
+    };
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let srv_ns = lab.srv.clone();
+        let stop = shutdown.clone();
+        let server = s.spawn(move || {
+            Lab::inside(&srv_ns, || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let serving = parc_pxe::server::serve(config, stop);
+                    ready_tx.send(()).unwrap();
+                    serving.await
+                })
+            })
+        });
+        ready_rx.recv().unwrap();
+        let packets = fixture_requests(include_str!("../../../pxe/tests/fixtures/proxy-uefi.dhcp"));
+        let boot_request = packets.iter().find(|p| p.0 == 4011).unwrap().1.clone();
+        let ack = Lab::inside(&lab.cli, || {
+            let s4011 = UdpSocket::bind("10.99.0.188:4011").unwrap();
+            s4011.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let xid = wire::decode(&boot_request).unwrap().xid();
+            // The server may still be binding: ask until it answers.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                s4011.send_to(&boot_request, SocketAddr::from((SERVER, 4011))).unwrap();
+                if let Some(ack) = recv_reply(&s4011, xid) {
+                    break ack;
+                }
+                assert!(Instant::now() < deadline, "no answer on port 4011");
+            }
+        });
+        let file = ack.fname_str().and_then(Result::ok).unwrap().trim_end_matches('\0').to_owned();
+        assert_eq!(file, "snponly.efi");
+        let got = root.path().join("got.efi");
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.cli, "tftp", &ack.siaddr().to_string(), "-m", "binary", "-c", "get", &file])
+            .arg(&got)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        assert!(std::fs::read(&got).unwrap() == loader, "loader differs");
+        shutdown.cancel();
+        server.join().unwrap().expect("serve failed");
+    });
 }
