@@ -497,3 +497,26 @@ fn lost_blocks_are_recovered_without_stalls() {
         assert!(took > Duration::from_millis(150), "losses were not simulated");
     }
 }
+
+#[test]
+fn retransmitted_requests_start_one_transfer_and_the_limit_holds() {
+    let server = Server::with_config(TftpConfig { max_transfers: 1, ..TftpConfig::default() });
+    server.file("f", 2000);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let rrq = encode_request(Opcode::Rrq, &Request { filename: "f".into(), mode: Mode::Octet, options: vec![] });
+    // A client that retransmits its request before the first DATA arrives.
+    sock.send_to(&rrq, server.addr).unwrap();
+    sock.send_to(&rrq, server.addr).unwrap();
+    let mut buf = [0u8; 1500];
+    let mut ports = std::collections::HashSet::new();
+    while let Ok((n, from)) = sock.recv_from(&mut buf) {
+        assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Data { block: 1, .. })));
+        ports.insert(from.port());
+    }
+    assert_eq!(ports.len(), 1, "one transfer for a retransmitted request");
+    // That transfer (unacknowledged, so still running) uses the only slot: others are told so.
+    let (reply, _) = request(server.addr, Opcode::Rrq, "f");
+    assert_eq!(error_code(&reply), Some(ErrorCode::NotDefined));
+    assert!(String::from_utf8_lossy(&reply).contains("busy"));
+}
