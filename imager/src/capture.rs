@@ -26,6 +26,12 @@ use crate::io::{ReadAt, Slice};
 use crate::progress::Progress;
 use crate::store::DirStore;
 
+/// zstd level: 6 is the lowest level whose output is no larger than partclone piped to
+/// `zstd -3` on the reference disks (per-chunk frames lose cross-chunk matches that a single
+/// stream keeps); it doubles compression CPU over level 3 for 0.6% less data, and capture
+/// still runs faster than partclone. Decompression speed does not depend on the level.
+pub const DEFAULT_LEVEL: i32 = 6;
+
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
     pub chunk_size: u64,
@@ -36,7 +42,7 @@ pub struct CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        CaptureOptions { chunk_size: DEFAULT_CHUNK_SIZE, zstd_level: 3, threads: 0 }
+        CaptureOptions { chunk_size: DEFAULT_CHUNK_SIZE, zstd_level: DEFAULT_LEVEL, threads: 0 }
     }
 }
 

@@ -61,8 +61,8 @@ pub struct CaptureArgs {
     /// Chunk grid in bytes (power of two, 4 KiB to 64 MiB).
     #[arg(long, default_value_t = parc_imager::format::chunking::DEFAULT_CHUNK_SIZE, hide = true)]
     chunk_size: u64,
-    /// zstd level.
-    #[arg(long, default_value_t = 3)]
+    /// zstd level (1-19; higher is smaller and slower to capture, deploy speed is the same).
+    #[arg(long, default_value_t = parc_imager::capture::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
     #[command(flatten)]
     out: JsonArg,
@@ -408,6 +408,7 @@ mod tests {
     #[test]
     fn utc_formats_known_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_795_000_000), "2026-11-18 08:26:40");
+        assert_eq!(super::utc(1_795_000_000), "2026-11-18 11:06:40");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
     }
 }

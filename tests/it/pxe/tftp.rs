@@ -403,11 +403,21 @@ async fn fetch_raw(server: SocketAddr, name: &str) -> (Vec<u8>, u16) {
     let mut data = Vec::new();
     let mut expect: u16 = 1;
     let mut peer = None;
+    // Like real clients, retransmit the RRQ while nothing has come back: 300 requests at once
+    // can overflow the server socket's receive queue, and UDP drops what does not fit.
+    let mut waited = Duration::ZERO;
     loop {
-        let (n, from) = tokio::time::timeout(Duration::from_secs(20), sock.recv_from(&mut buf))
-            .await
-            .expect("transfer stalled")
-            .unwrap();
+        let (n, from) = match tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                waited += Duration::from_secs(1);
+                assert!(waited < Duration::from_secs(30), "transfer stalled");
+                if peer.is_none() {
+                    sock.send_to(&rrq, server).await.unwrap();
+                }
+                continue;
+            }
+        };
         if *peer.get_or_insert(from) != from {
             continue;
         }
