@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -10,14 +11,14 @@ use parc_imager::deploy::{self, DeployOptions};
 use parc_imager::error::human;
 use parc_imager::format::Manifest;
 use parc_imager::inspect;
-use parc_imager::store::{ChunkSource, DirStore};
+use parc_imager::store::{ChunkSource, DirStore, HttpStore};
 use serde::Serialize;
 
 use super::progress::CliProgress;
 
 #[derive(Debug, Args)]
 pub struct StoreArg {
-    /// Image store directory.
+    /// Image store: a directory, or for deploy the URL of `parc serve` (http://host:8080).
     #[arg(long, env = "PARC_STORE", default_value = "parc-data/store")]
     store: String,
 }
@@ -152,9 +153,17 @@ impl ImageCmd {
     }
 }
 
+/// How long a deploy keeps retrying a request while the server is unreachable (restart,
+/// network blip) before it fails.
+const HTTP_RETRY_FOR: Duration = Duration::from_secs(120);
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
 fn open_store(s: &StoreArg) -> Result<DirStore> {
-    if s.store.starts_with("http://") || s.store.starts_with("https://") {
-        bail!("HTTP stores are served by `parc serve`, which is not built yet; use a store directory");
+    if is_url(&s.store) {
+        bail!("{} is an HTTP store: only `parc image deploy` reads over HTTP; other commands need the store directory", s.store);
     }
     Ok(DirStore::open(&s.store)?)
 }
@@ -205,18 +214,26 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
             });
         }
         ImageCmd::Deploy(a) => {
-            let store = open_store(&a.store)?;
-            let _lock = store.lock_shared()?;
+            // A directory store is locked against gc for the whole deploy; an HTTP store is
+            // the server's to protect. Network fetches want more requests in flight than cores.
+            let (source, _lock, threads): (Box<dyn ChunkSource>, _, usize) = if is_url(&a.store.store) {
+                (Box::new(HttpStore::new(&a.store.store, HTTP_RETRY_FOR)), None, 8)
+            } else {
+                let store = open_store(&a.store)?;
+                let lock = store.lock_shared()?;
+                (Box::new(store), Some(lock), 0)
+            };
             let seed = match &a.seed_image {
                 Some(s) => {
-                    let d = store.resolve(s).with_context(|| format!("seed image {s}"))?;
-                    Some(store.manifest(&d).with_context(|| format!("seed image {s}"))?)
+                    let d = source.resolve(s).with_context(|| format!("seed image {s}"))?;
+                    let bytes = source.read_manifest(&d).with_context(|| format!("seed image {s}"))?;
+                    Some(Manifest::decode(&bytes, Some(d)).with_context(|| format!("seed image {s}"))?)
                 }
                 None => None,
             };
-            let opts = DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads: 0 };
+            let opts = DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads };
             let progress = CliProgress::new("deploy", a.out.json);
-            let r = deploy::deploy_path(&store, &a.image, &a.to, &opts, &progress)
+            let r = deploy::deploy_path(source.as_ref(), &a.image, &a.to, &opts, &progress)
                 .with_context(|| format!("deploying {} to {}", a.image, a.to.display()))?;
             progress.finish();
             emit(a.out.json, &r, |r| {

@@ -2,6 +2,7 @@
 
 mod image;
 mod progress;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -25,12 +26,15 @@ pub enum Cmd {
     /// Disk images: capture, deploy, list, verify, remove, collect garbage, compare.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Run the appliance: serves images over HTTP to deploys (PXE, API and console to come).
+    Serve(serve::ServeArgs),
 }
 
 impl Cli {
     pub fn json_requested(&self) -> bool {
         match &self.cmd {
             Cmd::Image(c) => c.json(),
+            Cmd::Serve(_) => false,
         }
     }
 }
@@ -38,6 +42,7 @@ impl Cli {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Image(cmd) => image::run(cmd),
+        Cmd::Serve(a) => serve::run(a),
     }
 }
 

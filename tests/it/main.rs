@@ -2,4 +2,5 @@
 
 mod imaging;
 mod pxe;
+mod serve;
 mod support;

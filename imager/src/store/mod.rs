@@ -2,12 +2,14 @@
 //! this machine and (later) an HTTP server serve the same images the same way.
 
 pub mod dir;
+pub mod http;
 
 use std::path::PathBuf;
 
 use crate::digest::Digest;
 
 pub use dir::DirStore;
+pub use http::HttpStore;
 
 /// Read access to an image store.
 pub trait ChunkSource: Send + Sync {
@@ -38,6 +40,8 @@ pub enum StoreError {
     Ambiguous { reference: String, candidates: String },
     #[error("invalid image name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
+    #[error("fetching {url}: {reason}")]
+    Http { url: String, reason: String },
     #[error("the store at {store} is in use by a capture or deploy; run gc again when it has finished")]
     Busy { store: String },
 }

@@ -1,0 +1,111 @@
+//! The HTTP client store: reads chunks, manifests and names from `parc serve` (or any HTTP
+//! cache in front of it). Transient failures (connection refused or reset, timeouts, 5xx)
+//! are retried with backoff for a while, so a deploy survives the server restarting; a 404
+//! is final.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::{ChunkSource, StoreError};
+use crate::digest::Digest;
+use crate::format::manifest::MAX_MANIFEST_BYTES;
+
+/// Largest chunk body accepted: a 64 MiB grid cell that did not compress, plus zstd framing.
+const MAX_CHUNK_BYTES: u64 = (64 << 20) + (1 << 20);
+
+#[derive(Debug)]
+pub struct HttpStore {
+    base: String,
+    agent: ureq::Agent,
+    /// How long to keep retrying one request before giving up.
+    retry_for: Duration,
+}
+
+enum Attempt<T> {
+    Done(T),
+    NotFound,
+    Retry(String),
+}
+
+impl HttpStore {
+    /// `base` is the server URL, e.g. `http://appliance:8080`.
+    pub fn new(base: &str, retry_for: Duration) -> HttpStore {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        HttpStore { base: base.trim_end_matches('/').to_string(), agent, retry_for }
+    }
+
+    fn get(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let url = format!("{}{}", self.base, path);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = match self.agent.get(&url).call() {
+                Ok(mut resp) => match resp.status().as_u16() {
+                    200 => match resp.body_mut().with_config().limit(limit).read_to_vec() {
+                        Ok(body) => Attempt::Done(body),
+                        Err(e) => Attempt::Retry(format!("reading the body: {e}")),
+                    },
+                    404 => Attempt::NotFound,
+                    s if s >= 500 || s == 429 => Attempt::Retry(format!("server answered {s}")),
+                    s => return Err(StoreError::Http { url, reason: format!("server answered {s}") }),
+                },
+                Err(e) => Attempt::Retry(e.to_string()),
+            };
+            match attempt {
+                Attempt::Done(b) => return Ok(Some(b)),
+                Attempt::NotFound => return Ok(None),
+                Attempt::Retry(reason) => {
+                    if started.elapsed() >= self.retry_for {
+                        return Err(StoreError::Http {
+                            url,
+                            reason: format!("{reason} (gave up after {} s of retries)", self.retry_for.as_secs()),
+                        });
+                    }
+                    tracing::warn!(url = %url, reason = %reason, "retrying");
+                    sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+impl ChunkSource for HttpStore {
+    fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.get(&format!("/chunks/{digest}"), MAX_CHUNK_BYTES)?
+            .ok_or_else(|| StoreError::ChunkMissing { store: self.location(), digest: *digest })
+    }
+
+    fn read_manifest(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.get(&format!("/manifests/{digest}"), MAX_MANIFEST_BYTES)?
+            .ok_or_else(|| StoreError::ManifestMissing { store: self.location(), digest: *digest })
+    }
+
+    fn resolve(&self, reference: &str) -> Result<Digest, StoreError> {
+        let unknown = || StoreError::UnknownImage { store: self.location(), reference: reference.to_string() };
+        // References are names, name@N or hex: nothing that needs escaping in a path, and
+        // anything else is refused here rather than sent.
+        if reference.is_empty() || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b)) {
+            return Err(unknown());
+        }
+        let body = self.get(&format!("/api/v1/images/{reference}"), 64 << 10)?.ok_or_else(unknown)?;
+        #[derive(serde::Deserialize)]
+        struct Resolved {
+            digest: Digest,
+        }
+        let r: Resolved = serde_json::from_slice(&body).map_err(|e| StoreError::Http {
+            url: format!("{}/api/v1/images/{reference}", self.base),
+            reason: format!("unexpected answer: {e}"),
+        })?;
+        Ok(r.digest)
+    }
+
+    fn location(&self) -> String {
+        self.base.clone()
+    }
+}

@@ -1,0 +1,159 @@
+//! `parc serve` and deploys over HTTP: cache headers, ranges, a server restarted mid-deploy,
+//! a corrupt chunk served.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `parc serve` on `addr` (port 0 for any) and waits for its "serving" line.
+fn start(data: &Path, addr: &str) -> Server {
+    let mut child = parc()
+        .args(["serve", "--data", data.to_str().unwrap(), "--http", addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "unexpected serve output {line:?}");
+    Server { child, url }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn deploy_over_http_with_cacheable_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = build_disk(dir.path(), "v1", 21);
+    let data = dir.path().join("data");
+    let c = parc_json(&["image", "capture", disk.path.to_str().unwrap(), "--store", data.join("store").to_str().unwrap(), "--name", "base"]);
+    let srv = start(&data, "127.0.0.1:0");
+    let target = dir.path().join("out.raw");
+    let d = parc_json(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap(), "--verify"]);
+    assert_eq!(d["digest"], c["digest"]);
+    assert!(d["bytes_fetched"].as_u64().unwrap() > 0);
+    check_disk(&target, &disk);
+
+    // What an HTTP cache in front of a remote site sees, with curl.
+    let show = parc_json(&["image", "show", "base", "--store", data.join("store").to_str().unwrap()]);
+    let chunk = show["manifest"]["partitions"][1]["chunks"][0]["sha256"].as_str().unwrap().to_string();
+    let head = sh(&format!("curl -sS -I {}/chunks/{chunk}", srv.url)).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("etag: \"{chunk}\"")), "{head}");
+    assert!(head.contains("cache-control: public, max-age=31536000, immutable"), "{head}");
+    assert!(head.contains("accept-ranges: bytes"), "{head}");
+    let full = sh(&format!("curl -sS {}/chunks/{chunk} | sha256sum", srv.url));
+    let file = sha256_file(&data.join("store/chunks").join(&chunk[..2]).join(format!("{chunk}.zst")));
+    assert!(full.starts_with(&file));
+    let part = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}} %{{size_download}}' -r 0-99 {}/chunks/{chunk}", srv.url));
+    assert_eq!(part, "206 100");
+    let cond = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' -H 'If-None-Match: \"{chunk}\"' {}/chunks/{chunk}", srv.url));
+    assert_eq!(cond, "304");
+    let missing = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {}/chunks/{}", srv.url, "0".repeat(64)));
+    assert_eq!(missing, "404");
+    let bad = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {}/chunks/..%2f..%2fetc%2fpasswd", srv.url));
+    assert_eq!(bad, "400");
+}
+
+/// The server is killed while a deploy fetches and comes back on the same port: the deploy
+/// retries, completes and verifies, and does not fetch again what it had written.
+#[test]
+fn deploy_survives_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let disk = dir.path().join("big.raw");
+    sh(&format!("truncate -s {} {d} && sgdisk -Z -n1:2048:0 -t1:8300 {d} >/dev/null", 420 * MIB, d = disk.display()));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        for i in 0..400u64 {
+            f.write_all_at(&random_bytes(3000 + i, MIB as usize), MIB + i * MIB).unwrap();
+        }
+    }
+    parc_json(&["image", "capture", disk.to_str().unwrap(), "--store", data.join("store").to_str().unwrap(), "--name", "big", "--level", "1"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let srv = start(&data, &addr);
+    let target = dir.path().join("t.raw");
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_parc"))
+        .args(["image", "deploy", "big", "--store", &srv.url, "--to", target.to_str().unwrap(), "--verify", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the write phase, then kill the server hard and restart it a second later.
+    let stderr = deploy.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("deploy never started writing");
+        if line.contains("deploy: writing") {
+            break;
+        }
+    }
+    drop(srv);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _srv2 = start(&data, &addr);
+    let out = deploy.wait_with_output().unwrap();
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(out.status.success(), "deploy failed after the restart: {}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("retrying")), "the deploy never saw the server go away: {log:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["verified_after_write"], true);
+    assert_eq!(sha256_range(&target, MIB, 400 * MIB), sha256_range(&disk, MIB, 400 * MIB));
+    // A rerun finds everything in place: nothing is fetched twice.
+    let again = parc_json(&["image", "deploy", "big", "--store", &_srv2.url, "--to", target.to_str().unwrap()]);
+    assert_eq!(again["bytes_fetched"], 0);
+}
+
+#[test]
+fn corrupt_chunk_served_over_http_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = build_disk(dir.path(), "v1", 22);
+    let data = dir.path().join("data");
+    let store = data.join("store");
+    parc_json(&["image", "capture", disk.path.to_str().unwrap(), "--store", store.to_str().unwrap(), "--name", "base"]);
+    let show = parc_json(&["image", "show", "base", "--store", store.to_str().unwrap()]);
+    let chunk = show["manifest"]["partitions"][1]["chunks"].as_array().unwrap()
+        .iter()
+        .map(|c| c["sha256"].as_str().unwrap().to_string())
+        .find(|d| {
+            let p = store.join("chunks").join(&d[..2]).join(format!("{d}.zst"));
+            std::fs::metadata(&p).unwrap().len() > 100_000
+        })
+        .unwrap();
+    let p = store.join("chunks").join(&chunk[..2]).join(format!("{chunk}.zst"));
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n - 1000] ^= 1;
+    std::fs::write(&p, b).unwrap();
+    let srv = start(&data, "127.0.0.1:0");
+    let target = dir.path().join("out.raw");
+    let out = parc_run(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&chunk) && err.contains("corrupt"), "{err}");
+    let head = std::fs::read(&target).unwrap();
+    assert!(head[..MIB as usize].iter().all(|&b| b == 0), "a failed deploy must leave the boot area zeroed");
+}
