@@ -1,6 +1,7 @@
 //! parc-pxe: network boot for parc.
 //!
 //! - [`boot`]: who is asking → what to boot (pure, table-driven).
+//! - [`ipxe`]: the per-machine iPXE script behind `GET /boot.ipxe` (pure).
 //! - [`dhcp`]: DHCP and ProxyDHCP as pure code (`handle(&config, &leases, request, now)`).
 //! - [`tftp`]: TFTP as pure code (packets, options, path resolution, one transfer as a state
 //!   machine).
@@ -8,5 +9,6 @@
 
 pub mod boot;
 pub mod dhcp;
+pub mod ipxe;
 pub mod server;
 pub mod tftp;

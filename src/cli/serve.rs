@@ -1,38 +1,135 @@
-//! `parc serve`: the appliance process. Today: chunk, manifest and image-name serving for
-//! deploys over HTTP. PXE, the API and the console join it in later issues.
+//! `parc serve`: the appliance process. Serves images to deploys over HTTP, the per-machine
+//! iPXE script and the agent's files, and, with `--pxe-interface`, DHCP/ProxyDHCP and TFTP.
+//! The API, inventory and console join it in later issues.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::Args;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
 use parc_imager::store::DirStore;
+use parc_pxe::boot::UefiLoader;
+use parc_pxe::server::{PxeConfig, PxeMode};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory (the image store lives in <data>/store); created on first start.
+    /// Data directory: image store in <data>/store, agent files in <data>/netboot, DHCP leases
+    /// in <data>/leases.json; created on first start.
     #[arg(long, env = "PARC_DATA", default_value = "parc-data")]
     data: PathBuf,
     /// HTTP listen address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     http: SocketAddr,
+    /// Serve network boot (DHCP/ProxyDHCP and TFTP) on this interface; off unless given.
+    #[arg(long)]
+    pxe_interface: Option<String>,
+    /// `proxy` answers PXE clients only and leaves addresses to the site's DHCP server;
+    /// `dhcp` is a full DHCP server for an isolated imaging network (needs --dhcp-range).
+    #[arg(long, value_enum, default_value_t = ModeArg::Proxy)]
+    pxe_mode: ModeArg,
+    /// Addresses handed out in DHCP mode: FIRST-LAST inside the interface's network.
+    #[arg(long)]
+    dhcp_range: Option<String>,
+    /// Directory served over TFTP: Debian's iPXE binaries (package `ipxe`).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    tftp_root: PathBuf,
+    /// Loader for UEFI PXE clients (snponly.efi starts ~4 s faster; ipxe.efi brings its own NIC drivers).
+    #[arg(long, value_enum, default_value_t = LoaderArg::Snponly)]
+    uefi_loader: LoaderArg,
+    /// TFTP port (69; tests use others).
+    #[arg(long, default_value_t = 69, hide = true)]
+    tftp_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Proxy,
+    Dhcp,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LoaderArg {
+    Snponly,
+    Ipxe,
+}
+
+fn pxe_config(a: &ServeArgs, iface: &str) -> Result<PxeConfig> {
+    let mode = match (a.pxe_mode, &a.dhcp_range) {
+        (ModeArg::Proxy, None) => PxeMode::Proxy,
+        (ModeArg::Proxy, Some(_)) => bail!("--dhcp-range is only for --pxe-mode dhcp"),
+        (ModeArg::Dhcp, None) => bail!("--pxe-mode dhcp needs --dhcp-range FIRST-LAST"),
+        (ModeArg::Dhcp, Some(r)) => {
+            let (first, last) = parc_pxe::server::parse_range(r)?;
+            PxeMode::Dhcp { first, last }
+        }
+    };
+    let ip = parc_pxe::server::interface_ipv4(iface)
+        .with_context(|| format!("reading the address of {iface}"))?
+        .with_context(|| format!("PXE interface {iface:?} has no IPv4 address (or does not exist; `ip addr` lists them)"))?
+        .ip;
+    Ok(PxeConfig {
+        interface: iface.to_string(),
+        mode,
+        tftp_root: a.tftp_root.clone(),
+        http_base: format!("http://{ip}:{}", a.http.port()),
+        uefi_loader: match a.uefi_loader {
+            LoaderArg::Snponly => UefiLoader::SnpOnly,
+            LoaderArg::Ipxe => UefiLoader::Ipxe,
+        },
+        lease_file: a.data.join("leases.json"),
+        tftp: Default::default(),
+        tftp_port: a.tftp_port,
+    })
 }
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let store = DirStore::create(a.data.join("store"))
         .with_context(|| format!("creating the data directory {}", a.data.display()))?;
+    let netboot_dir = a.data.join("netboot");
+    std::fs::create_dir_all(&netboot_dir).with_context(|| format!("creating {}", netboot_dir.display()))?;
+    let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface)).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.http)
             .await
             .with_context(|| format!("listening on {} (in use, or a port below 1024 without root?)", a.http))?;
         let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let pxe_task = pxe.map(|config| {
+            let token = shutdown.clone();
+            let iface = config.interface.clone();
+            tracing::info!(interface = %iface, mode = ?config.mode, boot = %config.http_base, "network boot on");
+            tokio::spawn(async move { parc_pxe::server::serve(config, token).await.with_context(|| format!("network boot on {iface}")) })
+        });
         // Scripts and tests read this line to find the port when started with port 0.
         println!("parc serving {} on http://{addr}", a.data.display());
-        let state = parc_web::AppState { store: Arc::new(store) };
-        parc_web::serve(listener, state, shutdown_signal()).await.context("HTTP server")?;
+        let state = parc_web::AppState { store: Arc::new(store), netboot_dir };
+        let http_stop = shutdown.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        let http = parc_web::serve(listener, state, async move { http_stop.cancelled().await });
+        match pxe_task {
+            Some(mut pxe) => {
+                tokio::select! {
+                    r = http => r.context("HTTP server")?,
+                    r = &mut pxe => {
+                        // PXE stopped on its own: that is an error (bind refused, interface gone).
+                        shutdown.cancel();
+                        r.context("network boot task")??;
+                        bail!("network boot stopped");
+                    }
+                }
+                shutdown.cancel();
+                pxe.await.context("network boot task")??;
+            }
+            None => http.await.context("HTTP server")?,
+        }
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

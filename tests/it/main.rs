@@ -1,6 +1,7 @@
 //! The integration tests: one binary (link time on 2 cores), one module per area.
 
 mod imaging;
+mod lab;
 mod pxe;
 mod serve;
 mod support;

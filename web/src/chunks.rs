@@ -105,7 +105,7 @@ mod tests {
         let store = DirStore::create(&dir).unwrap();
         let d = Digest::of(b"chunk");
         store.put_chunk_now(&d, b"0123456789").unwrap();
-        let app = crate::app(AppState { store: Arc::new(store) });
+        let app = crate::app(AppState { store: Arc::new(store), netboot_dir: dir.join("netboot") });
         let get = |uri: String, range: Option<&str>| {
             let mut r = Request::get(uri);
             if let Some(v) = range {

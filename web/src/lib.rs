@@ -3,10 +3,12 @@
 //! name resolution. The API for machines and tasks and the console come with the server and
 //! console issues.
 
+mod boot;
 mod chunks;
 mod error;
 pub mod range;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -19,12 +21,16 @@ pub use error::AppError;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<DirStore>,
+    /// `<data>/netboot`: the agent's `vmlinuz` and `initrd`.
+    pub netboot_dir: PathBuf,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/chunks/{digest}", get(chunks::chunk_get))
         .route("/manifests/{digest}", get(chunks::manifest_get))
+        .route("/boot.ipxe", get(boot::boot_script))
+        .route("/netboot/{file}", get(boot::netboot_file))
         .route("/api/v1/images", get(chunks::images_list))
         .route("/api/v1/images/{reference}", get(chunks::image_resolve))
         .with_state(state)

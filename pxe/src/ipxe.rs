@@ -1,0 +1,148 @@
+//! The iPXE script a machine gets from `GET /boot.ipxe?mac=…`: pure rendering of the boot
+//! decision. Firmware and iPXE may ask several times during one boot, so the script is a pure,
+//! idempotent function of the request and the server's state.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A MAC address as iPXE writes `${net0/mac}` (`52:54:00:12:34:56`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a MAC address (expected six hex pairs separated by ':' or '-')")]
+pub struct BadMac(pub String);
+
+impl FromStr for Mac {
+    type Err = BadMac;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadMac(s.chars().take(40).collect());
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut mac = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// What the server knows when a machine asks how to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootState {
+    /// `http://host:port` as the machine reached the server.
+    pub http_base: String,
+    /// The agent's kernel and initrd are available (`<data>/netboot/`).
+    pub agent_available: bool,
+    /// The machine has a pending task; its token authenticates the agent. `None` for a machine
+    /// with nothing to do: unknown machines are sent to the agent to register themselves.
+    pub task_token: Option<String>,
+    /// The machine is in the inventory and has nothing to do: it boots its disk.
+    pub known_and_idle: bool,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Boot the parc agent with these kernel arguments.
+    Agent { mode: &'static str, token: Option<String> },
+    /// Leave network boot: the firmware goes on to the local disk.
+    LocalDisk { reason: &'static str },
+}
+
+pub fn decide(state: &BootState) -> Decision {
+    if !state.agent_available {
+        return Decision::LocalDisk { reason: "the agent is not installed on this appliance" };
+    }
+    match (&state.task_token, state.known_and_idle) {
+        (Some(t), _) => Decision::Agent { mode: "task", token: Some(t.clone()) },
+        (None, true) => Decision::LocalDisk { reason: "no pending task" },
+        (None, false) => Decision::Agent { mode: "register", token: None },
+    }
+}
+
+/// Renders the script. Kernel arguments carry the server URL, the MAC and, for a task, its token.
+pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
+    let base = &state.http_base;
+    match decision {
+        Decision::Agent { mode, token } => {
+            let token = token.as_ref().map(|t| format!(" parc.token={t}")).unwrap_or_default();
+            format!(
+                "#!ipxe\necho parc: booting the agent ({mode}) for {mac}\n\
+                 kernel {base}/netboot/vmlinuz initrd=initrd parc.server={base} parc.mac={mac} parc.mode={mode}{token} \
+                 console=tty0 console=ttyS0,115200 quiet\n\
+                 initrd --name initrd {base}/netboot/initrd\nboot\n"
+            )
+        }
+        Decision::LocalDisk { reason } => format!(
+            "#!ipxe\necho parc: {mac}: {reason}; booting the local disk\n\
+             iseq ${{platform}} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n"
+        ),
+    }
+}
+
+/// The script for a request without `mac`: the DHCP boot file is a plain URL, so iPXE is asked
+/// to come back with its MAC filled in (iPXE expands `${net0/mac}` in scripts).
+pub fn render_ask_mac(http_base: &str) -> String {
+    format!("#!ipxe\nchain {http_base}/boot.ipxe?mac=${{net0/mac}}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(agent: bool, token: Option<&str>, known: bool) -> BootState {
+        BootState {
+            http_base: "http://10.77.0.1:8080".into(),
+            agent_available: agent,
+            task_token: token.map(Into::into),
+            known_and_idle: known,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let cases = [
+            ("no agent built", state(false, Some("t"), false), Decision::LocalDisk { reason: "the agent is not installed on this appliance" }),
+            ("pending task", state(true, Some("t1"), true), Decision::Agent { mode: "task", token: Some("t1".into()) }),
+            ("known and idle", state(true, None, true), Decision::LocalDisk { reason: "no pending task" }),
+            ("unknown machine registers", state(true, None, false), Decision::Agent { mode: "register", token: None }),
+        ];
+        for (name, s, want) in cases {
+            assert_eq!(decide(&s), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn scripts() {
+        let mac: Mac = "52:54:00:AB:cd:01".parse().unwrap();
+        let s = state(true, Some("tok"), false);
+        let script = render(&s, mac, &decide(&s));
+        assert!(script.starts_with("#!ipxe\n"));
+        assert!(script.contains("kernel http://10.77.0.1:8080/netboot/vmlinuz initrd=initrd parc.server=http://10.77.0.1:8080 parc.mac=52:54:00:ab:cd:01 parc.mode=task parc.token=tok"));
+        assert!(script.contains("initrd --name initrd http://10.77.0.1:8080/netboot/initrd"));
+        assert_eq!(render_ask_mac("http://h:1"), "#!ipxe\nchain http://h:1/boot.ipxe?mac=${net0/mac}\n");
+        let local = render(&s, mac, &Decision::LocalDisk { reason: "no pending task" });
+        assert!(local.contains("sanboot --no-describe --drive 0x80"));
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!("52-54-00-00-00-01".parse::<Mac>().unwrap().to_string(), "52:54:00:00:00:01");
+        for bad in ["", "52:54:00:00:00", "52:54:00:00:00:0g", "52:54:00:00:00:001", "x;reboot"] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The network-boot lab: QEMU clients PXE-booting through `parc serve`, all inside network
+//! namespaces this test creates and removes (a "switch" namespace with a bridge and one tap per
+//! VM, a server namespace joined to it by a veth). Nothing touches a real interface.
+//!
+//! The client boots a Debian kernel with a one-file initramfs whose /init prints a marker and
+//! the kernel command line (which carries what parc's boot script decided) on the serial port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const SERVER_IP: &str = "10.77.0.1";
+const MARKER: &str = "PARC-LAB-INIT-OK";
+
+struct Lab {
+    sw: String,
+    srv: String,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let id = format!("{tag}{}", std::process::id() % 100_000);
+        let lab = Lab { sw: format!("psw{id}"), srv: format!("psv{id}"), children: Vec::new() };
+        let (sw, srv) = (&lab.sw, &lab.srv);
+        sh(&format!(
+            "ip netns add {sw}; ip netns add {srv}
+             for n in {sw} {srv}; do ip netns exec $n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; ip -n $n link set lo up; done
+             ip -n {sw} link add br0 type bridge stp_state 0 forward_delay 0
+             ip -n {sw} link set br0 up
+             ip link add {sw}v type veth peer name {srv}v
+             ip link set {sw}v netns {sw}; ip link set {srv}v netns {srv}
+             ip -n {sw} link set {sw}v master br0 up
+             ip -n {srv} link set {srv}v name eth0
+             ip -n {srv} addr add {SERVER_IP}/24 dev eth0
+             ip -n {srv} link set eth0 up"
+        ));
+        lab
+    }
+
+    fn tap(&self, name: &str) {
+        sh(&format!(
+            "ip -n {sw} tuntap add dev {name} mode tap && ip -n {sw} link set {name} master br0 up",
+            sw = self.sw
+        ));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.sw]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.srv]).status();
+    }
+}
+
+/// A Debian kernel and a marker initramfs, downloaded and built once and kept in
+/// `target/lab-cache` (never installed on the host).
+fn netboot_files() -> PathBuf {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab-cache");
+    if cache.join("initrd").exists() && cache.join("vmlinuz").exists() {
+        return cache;
+    }
+    std::fs::create_dir_all(&cache).unwrap();
+    sh(&format!(
+        r#"cd {c}
+        rm -rf x root; mkdir -p x root/bin root/proc
+        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{{print $2; exit}}')
+        apt-get download -q "$kpkg" busybox-static >/dev/null
+        dpkg-deb -x "$kpkg"_*.deb x; dpkg-deb -x busybox-static_*.deb x
+        cp x/boot/vmlinuz-* vmlinuz.tmp
+        cp x/bin/busybox root/bin/busybox
+        printf '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox echo {MARKER} $(/bin/busybox cat /proc/cmdline)\n/bin/busybox poweroff -f\n' > root/init
+        chmod +x root/init
+        (cd root && find . | cpio -o -H newc --quiet) | gzip -1 > initrd
+        mv vmlinuz.tmp vmlinuz
+        rm -rf x root *.deb"#,
+        c = cache.display()
+    ));
+    cache
+}
+
+#[derive(Clone, Copy)]
+enum Firmware {
+    Bios,
+    Uefi,
+}
+
+/// Boots one QEMU client on `tap` and returns its serial log once the marker appears.
+fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> String {
+    let log = work.join(format!("{tap}.serial.log"));
+    let mut args: Vec<String> = vec![
+        "netns".into(), "exec".into(), lab.sw.clone(), "qemu-system-x86_64".into(),
+        "-accel".into(), "tcg".into(), "-m".into(), "512".into(), "-display".into(), "none".into(),
+        "-serial".into(), format!("file:{}", log.display()), "-no-reboot".into(),
+        "-netdev".into(), format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+    ];
+    match fw {
+        Firmware::Bios => {
+            args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac}"), "-boot".into(), "n".into()]);
+        }
+        Firmware::Uefi => {
+            let vars = work.join(format!("{tap}.vars.fd"));
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+            args.extend([
+                "-drive".into(), "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                "-drive".into(), format!("if=pflash,format=raw,file={}", vars.display()),
+                // The firmware's own PXE client, not an iPXE option ROM: the path real PCs take.
+                "-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+            ]);
+        }
+    }
+    let mut child = Command::new("ip").args(&args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        // The console may deliver a line in pieces: match on the accumulated stream.
+        if text.contains(MARKER) && text[text.find(MARKER).unwrap()..].contains('\n') {
+            let _ = child.kill();
+            let _ = child.wait();
+            return text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("QEMU exited ({status}) before the marker; serial log:\n{text}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no marker within 240 s; serial log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) {
+    let mut args = vec![
+        "netns".to_string(), "exec".into(), lab.srv.clone(), env!("CARGO_BIN_EXE_parc").into(), "serve".into(),
+        "--data".into(), data.display().to_string(), "--http".into(), format!("{SERVER_IP}:8080"),
+        "--pxe-interface".into(), "eth0".into(),
+    ];
+    args.extend(mode.iter().map(|s| s.to_string()));
+    let mut child = Command::new("ip").args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("parc serving"), "parc serve did not start: {line:?}");
+    lab.children.push(child);
+}
+
+fn lab_prereqs(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    for (bin, pkg) in [("qemu-system-x86_64", "qemu-system-x86"), ("cpio", "cpio")] {
+        if !Path::new("/usr/bin").join(bin).exists() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true: {bin} missing (apt-get install {pkg})");
+            }
+            eprintln!("\n*** SKIP {test}: {bin} missing (apt-get install {pkg}) ***\n");
+            return false;
+        }
+    }
+    true
+}
+
+fn data_with_agent(work: &Path) -> PathBuf {
+    let files = netboot_files();
+    let data = work.join("data");
+    std::fs::create_dir_all(data.join("netboot")).unwrap();
+    for f in ["vmlinuz", "initrd"] {
+        std::fs::copy(files.join(f), data.join("netboot").join(f)).unwrap();
+    }
+    data
+}
+
+/// SeaBIOS with QEMU's iPXE ROM, parc as the only DHCP server of an isolated network.
+#[test]
+fn bios_ipxe_boots_through_parc_in_dhcp_mode() {
+    if !lab_prereqs("bios_ipxe_boots_through_parc_in_dhcp_mode") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = data_with_agent(work.path());
+    let mut lab = Lab::new("b");
+    lab.tap("tap0");
+    start_parc(&mut lab, &data, &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"]);
+    let log = boot_client(&lab, "tap0", "52:54:00:77:00:10", Firmware::Bios, work.path());
+    let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
+    assert!(line.contains("parc.mac=52:54:00:77:00:10") && line.contains("parc.mode=register"), "{line}");
+    assert!(line.contains(&format!("parc.server=http://{SERVER_IP}:8080")), "{line}");
+}
+
+/// OVMF's own UEFI PXE client: DHCP, snponly.efi over parc's TFTP, then iPXE fetches
+/// boot.ipxe over HTTP.
+#[test]
+fn uefi_pxe_boots_through_parc_tftp_and_http() {
+    if !lab_prereqs("uefi_pxe_boots_through_parc_tftp_and_http") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = data_with_agent(work.path());
+    let mut lab = Lab::new("u");
+    lab.tap("tap0");
+    start_parc(&mut lab, &data, &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"]);
+    let log = boot_client(&lab, "tap0", "52:54:00:77:00:20", Firmware::Uefi, work.path());
+    let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
+    assert!(line.contains("parc.mac=52:54:00:77:00:20") && line.contains("parc.mode=register"), "{line}");
+}
