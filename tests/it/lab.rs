@@ -17,13 +17,14 @@ const MARKER: &str = "PARC-LAB-INIT-OK";
 struct Lab {
     sw: String,
     srv: String,
+    extra_ns: Vec<String>,
     children: Vec<Child>,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
         let id = format!("{tag}{}", std::process::id() % 100_000);
-        let lab = Lab { sw: format!("psw{id}"), srv: format!("psv{id}"), children: Vec::new() };
+        let lab = Lab { sw: format!("psw{id}"), srv: format!("psv{id}"), extra_ns: Vec::new(), children: Vec::new() };
         let (sw, srv) = (&lab.sw, &lab.srv);
         sh(&format!(
             "ip netns add {sw}; ip netns add {srv}
@@ -38,6 +39,33 @@ impl Lab {
              ip -n {srv} link set eth0 up"
         ));
         lab
+    }
+
+    /// The hospital's own DHCP server: dnsmasq handing out addresses only, no boot options,
+    /// in a third namespace on the same bridge.
+    fn hospital_dhcp(&mut self) {
+        let (sw, hosp) = (&self.sw, format!("{}h", self.srv));
+        sh(&format!(
+            "ip netns add {hosp}
+             ip netns exec {hosp} sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+             ip -n {hosp} link set lo up
+             ip link add {sw}h type veth peer name {hosp}v
+             ip link set {sw}h netns {sw}; ip link set {hosp}v netns {hosp}
+             ip -n {sw} link set {sw}h master br0 up
+             ip -n {hosp} link set {hosp}v name eth0
+             ip -n {hosp} addr add 10.77.0.2/24 dev eth0
+             ip -n {hosp} link set eth0 up"
+        ));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &hosp, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+                   "--interface=eth0", "--bind-interfaces", "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
+                   "--no-ping", "--dhcp-leasefile=/dev/null", "--log-dhcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.extra_ns.push(hosp);
     }
 
     fn tap(&self, name: &str) {
@@ -56,6 +84,9 @@ impl Drop for Lab {
         }
         let _ = Command::new("ip").args(["netns", "del", &self.sw]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.srv]).status();
+        for ns in &self.extra_ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }
 
@@ -71,7 +102,7 @@ fn netboot_files() -> PathBuf {
         r#"cd {c}
         rm -rf x root; mkdir -p x root/bin root/proc
         kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{{print $2; exit}}')
-        apt-get download -q "$kpkg" busybox-static >/dev/null
+        apt-get download -q "$kpkg" busybox-static >/dev/null 2>&1 || {{ apt-get update -qq && apt-get download -q "$kpkg" busybox-static >/dev/null; }}
         dpkg-deb -x "$kpkg"_*.deb x; dpkg-deb -x busybox-static_*.deb x
         cp x/boot/vmlinuz-* vmlinuz.tmp
         cp x/bin/busybox root/bin/busybox
@@ -209,4 +240,24 @@ fn uefi_pxe_boots_through_parc_tftp_and_http() {
     let log = boot_client(&lab, "tap0", "52:54:00:77:00:20", Firmware::Uefi, work.path());
     let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
     assert!(line.contains("parc.mac=52:54:00:77:00:20") && line.contains("parc.mode=register"), "{line}");
+}
+
+/// ProxyDHCP beside the hospital's DHCP server (dnsmasq, addresses only): parc answers the
+/// PXE client with boot information and no address.
+#[test]
+fn bios_ipxe_boots_through_parc_proxydhcp_beside_hospital_dhcp() {
+    if !lab_prereqs("bios_ipxe_boots_through_parc_proxydhcp_beside_hospital_dhcp") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = data_with_agent(work.path());
+    let mut lab = Lab::new("p");
+    lab.tap("tap0");
+    lab.hospital_dhcp();
+    start_parc(&mut lab, &data, &["--pxe-mode", "proxy"]);
+    let log = boot_client(&lab, "tap0", "52:54:00:77:00:30", Firmware::Bios, work.path());
+    let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
+    assert!(line.contains("parc.mac=52:54:00:77:00:30"), "{line}");
+    // The address came from the hospital's server, not from parc (which has no range).
+    assert!(!data.join("leases.json").exists() || std::fs::read_to_string(data.join("leases.json")).unwrap().trim() == "[]");
 }
