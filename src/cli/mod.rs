@@ -1,5 +1,6 @@
 //! Command-line interface: one module per noun.
 
+mod config;
 mod image;
 mod progress;
 mod serve;

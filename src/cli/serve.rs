@@ -8,60 +8,76 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use parc_imager::store::DirStore;
 use parc_pxe::boot::UefiLoader;
 use parc_pxe::server::{PxeConfig, PxeMode};
 use tokio_util::sync::CancellationToken;
 
+use super::config::{FileConfig, LoaderName, PxeModeName};
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: image store in <data>/store, agent files in <data>/netboot, DHCP leases
-    /// in <data>/leases.json; created on first start.
+    /// Data directory: settings in <data>/parc.toml, image store in <data>/store, agent files
+    /// in <data>/netboot, DHCP leases in <data>/leases.json; created on first start.
     #[arg(long, env = "PARC_DATA", default_value = "parc-data")]
     data: PathBuf,
-    /// HTTP listen address.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    http: SocketAddr,
-    /// Serve network boot (DHCP/ProxyDHCP and TFTP) on this interface; off unless given.
+    /// HTTP listen address [parc.toml: http.listen; default 0.0.0.0:8080].
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Serve network boot (DHCP/ProxyDHCP and TFTP) on this interface; off unless given [pxe.interface].
     #[arg(long)]
     pxe_interface: Option<String>,
     /// `proxy` answers PXE clients only and leaves addresses to the site's DHCP server;
-    /// `dhcp` is a full DHCP server for an isolated imaging network (needs --dhcp-range).
-    #[arg(long, value_enum, default_value_t = ModeArg::Proxy)]
-    pxe_mode: ModeArg,
-    /// Addresses handed out in DHCP mode: FIRST-LAST inside the interface's network.
+    /// `dhcp` is a full DHCP server for an isolated imaging network [pxe.mode; default proxy].
+    #[arg(long, value_enum)]
+    pxe_mode: Option<PxeModeName>,
+    /// Addresses handed out in DHCP mode: FIRST-LAST inside the interface's network [pxe.dhcp_range].
     #[arg(long)]
     dhcp_range: Option<String>,
-    /// Directory served over TFTP: Debian's iPXE binaries (package `ipxe`).
-    #[arg(long, default_value = "/usr/lib/ipxe")]
-    tftp_root: PathBuf,
-    /// Loader for UEFI PXE clients (snponly.efi starts ~4 s faster; ipxe.efi brings its own NIC drivers).
-    #[arg(long, value_enum, default_value_t = LoaderArg::Snponly)]
-    uefi_loader: LoaderArg,
+    /// Directory served over TFTP: Debian's iPXE binaries [pxe.tftp_root; default /usr/lib/ipxe].
+    #[arg(long)]
+    tftp_root: Option<PathBuf>,
+    /// Loader for UEFI PXE clients [pxe.uefi_loader; default snponly, ~4 s faster than ipxe].
+    #[arg(long, value_enum)]
+    uefi_loader: Option<LoaderName>,
     /// TFTP port (69; tests use others).
     #[arg(long, default_value_t = 69, hide = true)]
     tftp_port: u16,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModeArg {
-    Proxy,
-    Dhcp,
+/// Flags merged over parc.toml merged over defaults.
+#[derive(Debug)]
+struct Settings {
+    data: PathBuf,
+    http: SocketAddr,
+    pxe_interface: Option<String>,
+    pxe_mode: PxeModeName,
+    dhcp_range: Option<String>,
+    tftp_root: PathBuf,
+    uefi_loader: LoaderName,
+    tftp_port: u16,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LoaderArg {
-    Snponly,
-    Ipxe,
+fn settings(a: ServeArgs, file: FileConfig) -> Settings {
+    Settings {
+        http: a.http.or(file.http.listen).unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
+        pxe_interface: a.pxe_interface.or(file.pxe.interface),
+        pxe_mode: a.pxe_mode.or(file.pxe.mode).unwrap_or(PxeModeName::Proxy),
+        dhcp_range: a.dhcp_range.or(file.pxe.dhcp_range),
+        tftp_root: a.tftp_root.or(file.pxe.tftp_root).unwrap_or_else(|| "/usr/lib/ipxe".into()),
+        uefi_loader: a.uefi_loader.or(file.pxe.uefi_loader).unwrap_or(LoaderName::Snponly),
+        tftp_port: a.tftp_port,
+        data: a.data,
+    }
 }
 
-fn pxe_config(a: &ServeArgs, iface: &str) -> Result<PxeConfig> {
+fn pxe_config(a: &Settings, iface: &str) -> Result<PxeConfig> {
     let mode = match (a.pxe_mode, &a.dhcp_range) {
-        (ModeArg::Proxy, None) => PxeMode::Proxy,
-        (ModeArg::Proxy, Some(_)) => bail!("--dhcp-range is only for --pxe-mode dhcp"),
-        (ModeArg::Dhcp, None) => bail!("--pxe-mode dhcp needs --dhcp-range FIRST-LAST"),
-        (ModeArg::Dhcp, Some(r)) => {
+        (PxeModeName::Proxy, None) => PxeMode::Proxy,
+        (PxeModeName::Proxy, Some(_)) => bail!("--dhcp-range is only for --pxe-mode dhcp"),
+        (PxeModeName::Dhcp, None) => bail!("--pxe-mode dhcp needs --dhcp-range FIRST-LAST"),
+        (PxeModeName::Dhcp, Some(r)) => {
             let (first, last) = parc_pxe::server::parse_range(r)?;
             PxeMode::Dhcp { first, last }
         }
@@ -76,8 +92,8 @@ fn pxe_config(a: &ServeArgs, iface: &str) -> Result<PxeConfig> {
         tftp_root: a.tftp_root.clone(),
         http_base: format!("http://{ip}:{}", a.http.port()),
         uefi_loader: match a.uefi_loader {
-            LoaderArg::Snponly => UefiLoader::SnpOnly,
-            LoaderArg::Ipxe => UefiLoader::Ipxe,
+            LoaderName::Snponly => UefiLoader::SnpOnly,
+            LoaderName::Ipxe => UefiLoader::Ipxe,
         },
         lease_file: a.data.join("leases.json"),
         tftp: Default::default(),
@@ -85,7 +101,10 @@ fn pxe_config(a: &ServeArgs, iface: &str) -> Result<PxeConfig> {
     })
 }
 
-pub fn run(a: ServeArgs) -> Result<ExitCode> {
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.data).with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let file = super::config::load_or_create(&args.data)?;
+    let a = settings(args, file);
     let store = DirStore::create(a.data.join("store"))
         .with_context(|| format!("creating the data directory {}", a.data.display()))?;
     let netboot_dir = a.data.join("netboot");

@@ -157,3 +157,24 @@ fn corrupt_chunk_served_over_http_is_refused() {
     let head = std::fs::read(&target).unwrap();
     assert!(head[..MIB as usize].iter().all(|&b| b == 0), "a failed deploy must leave the boot area zeroed");
 }
+
+/// First start writes parc.toml with commented defaults; a bad setting stops the server with
+/// the file, line and reason; a privileged port without the right says what to do.
+#[test]
+fn first_start_writes_settings_and_bad_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let srv = start(&data, "127.0.0.1:0");
+    drop(srv);
+    let toml = std::fs::read_to_string(data.join("parc.toml")).unwrap();
+    assert!(toml.contains("# mode = \"proxy\"") && toml.contains("# listen = \"0.0.0.0:8080\""), "{toml}");
+    assert!(data.join("store/chunks").is_dir() && data.join("netboot").is_dir());
+    std::fs::write(data.join("parc.toml"), "[pxe]\nmode = \"multicast\"\n").unwrap();
+    let out = parc_run(&["serve", "--data", data.to_str().unwrap(), "--http", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("parc.toml is not valid") && err.contains("line 2") && err.contains("multicast"), "{err}");
+    std::fs::write(data.join("parc.toml"), "[pxe]\ninterface = \"eth0\"\nmode = \"dhcp\"\n").unwrap();
+    let out = parc_run(&["serve", "--data", data.to_str().unwrap(), "--http", "127.0.0.1:0", "--pxe-interface", "lo"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pxe-mode dhcp needs --dhcp-range"));
+}

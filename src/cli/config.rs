@@ -1,0 +1,105 @@
+//! `<data>/parc.toml`: the appliance's settings, written with commented defaults on first
+//! start. Command-line flags override the file; the file overrides built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub const FILE_NAME: &str = "parc.toml";
+
+/// Written on first start: every setting, commented, with its default.
+pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `parc serve` override what is set here.
+
+[http]
+# Address and port of the HTTP server (image chunks, boot scripts, agent files).
+# listen = "0.0.0.0:8080"
+
+[pxe]
+# Network boot is off unless an interface is given: the interface of the imaging network.
+# interface = "enp3s0"
+# "proxy" (default) answers PXE clients only and leaves addresses to the site's DHCP server;
+# "dhcp" is a full DHCP server, only for an isolated imaging network.
+# mode = "proxy"
+# Addresses handed out in "dhcp" mode, inside the interface's network.
+# dhcp_range = "10.77.0.100-10.77.0.199"
+# Directory served over TFTP: Debian's iPXE binaries (package ipxe).
+# tftp_root = "/usr/lib/ipxe"
+# Loader for UEFI PXE clients: "snponly" (starts ~4 s faster) or "ipxe" (its own NIC drivers).
+# uefi_loader = "snponly"
+"#;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub pxe: PxeSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PxeSection {
+    pub interface: Option<String>,
+    pub mode: Option<PxeModeName>,
+    pub dhcp_range: Option<String>,
+    pub tftp_root: Option<PathBuf>,
+    pub uefi_loader: Option<LoaderName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PxeModeName {
+    Proxy,
+    Dhcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LoaderName {
+    Snponly,
+    Ipxe,
+}
+
+/// Reads `<data>/parc.toml`, creating it with commented defaults when missing.
+pub fn load_or_create(data: &Path) -> Result<FileConfig> {
+    let path = data.join(FILE_NAME);
+    if !path.exists() {
+        std::fs::write(&path, DEFAULT_TOML).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+pub fn parse(text: &str) -> Result<FileConfig> {
+    Ok(toml::from_str(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_to_nothing_set() {
+        let c = parse(DEFAULT_TOML).unwrap();
+        assert!(c.http.listen.is_none() && c.pxe.interface.is_none());
+    }
+
+    #[test]
+    fn values_and_errors_with_line_numbers() {
+        let c = parse("[pxe]\ninterface = \"eth1\"\nmode = \"dhcp\"\ndhcp_range = \"10.0.0.10-10.0.0.20\"\n").unwrap();
+        assert_eq!(c.pxe.mode, Some(PxeModeName::Dhcp));
+        let e = format!("{:#}", parse("[pxe]\nmode = \"multicast\"\n").unwrap_err());
+        assert!(e.contains("line 2") && e.contains("multicast"), "{e}");
+        let e = format!("{:#}", parse("[pxe]\ninterfce = \"eth0\"\n").unwrap_err());
+        assert!(e.contains("interfce"), "{e}");
+    }
+}
