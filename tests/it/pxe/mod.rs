@@ -2,6 +2,7 @@
 //! (`tftp`), udhcpc in network namespaces the tests create (`dhcp`).
 
 mod dhcp;
+mod lab;
 mod tftp;
 
 use std::process::Command;
@@ -15,9 +16,7 @@ pub fn have(program: &str, package: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !found {
-        prerequisite_missing(&format!(
-            "`{program}` not installed (apt-get install {package})"
-        ));
+        prerequisite_missing(&format!("`{program}` not installed (apt-get install {package})"));
     }
     found
 }

@@ -530,3 +530,79 @@ fn retransmitted_requests_start_one_transfer_and_the_limit_holds() {
     assert_eq!(error_code(&reply), Some(ErrorCode::NotDefined));
     assert!(String::from_utf8_lossy(&reply).contains("busy"));
 }
+
+/// Real clients through 2% random loss (nftables in a network namespace: this kernel has no
+/// netem). curl negotiates timeouts of many seconds; a server that waits them out takes minutes.
+#[test]
+fn real_clients_through_packet_loss() {
+    if !clients_available() || !have("nft", "nftables") {
+        return;
+    }
+    let Some(lab) = super::lab::Lab::new("loss") else { return };
+    super::lab::run_ok(&["ip", "-n", &lab.cli, "addr", "add", "10.99.0.2/24", "dev", "veth1"]);
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &lab.cli, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"table inet loss {\n  chain input {\n    type filter hook input priority 0;\n    \
+              meta l4proto udp numgen random mod 50 == 0 drop\n  }\n}\n",
+        )
+        .unwrap();
+    assert!(nft.wait().unwrap().success());
+
+    let root = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(root.path().join("f"), &content).unwrap();
+    let shutdown = CancellationToken::new();
+    std::thread::scope(|s| {
+        let (srv, stop, root_path) = (lab.srv.clone(), shutdown.clone(), root.path().to_owned());
+        let server = s.spawn(move || {
+            super::lab::Lab::inside(&srv, || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let socket = tokio::net::UdpSocket::bind("10.99.0.1:69").await.unwrap();
+                    run(socket, root_path, TftpConfig::default(), stop).await
+                })
+            })
+        });
+        let out = tempfile::tempdir().unwrap();
+        let commands: [(&str, Vec<&str>); 4] = [
+            ("tftp-hpa", vec!["tftp", "10.99.0.1", "-m", "binary", "-c", "get", "f"]),
+            ("curl", vec!["curl", "-sS", "--max-time", "60", "-o"]),
+            ("curl 1468", vec!["curl", "-sS", "--max-time", "60", "--tftp-blksize", "1468", "-o"]),
+            (
+                "atftp windowed",
+                vec!["atftp", "--option", "blksize 1468", "--option", "windowsize 16", "--get", "-r", "f", "-l"],
+            ),
+        ];
+        for (name, args) in commands {
+            let local = out.path().join(name.replace(' ', "_"));
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &lab.cli]).args(&args).arg(&local);
+            match name {
+                "curl" | "curl 1468" => {
+                    cmd.arg("tftp://10.99.0.1/f");
+                }
+                "atftp windowed" => {
+                    cmd.arg("10.99.0.1");
+                }
+                _ => {}
+            }
+            let started = Instant::now();
+            let o = cmd.output().unwrap();
+            let took = started.elapsed();
+            eprintln!("{name} through 2% loss: {:.3} s", took.as_secs_f64());
+            assert!(std::fs::read(&local).unwrap_or_default() == content, "{name}: {o:?}");
+            // 256 KiB at 2% loss: about 10 lost blocks, each costing one adaptive timeout.
+            assert!(took < Duration::from_secs(15), "{name} took {took:?}");
+        }
+        shutdown.cancel();
+        server.join().unwrap().unwrap();
+    });
+}
