@@ -148,8 +148,11 @@ pub async fn run(
         };
         if let Some(lease) = reply.lease {
             info!(ip = %lease.ip, mac = %lease.mac, state = ?lease.state, "lease");
+            // Offers are held for a minute and harmless to forget: only bindings, declines and
+            // releases are written (and fsynced), so a DISCOVER flood does not hammer the disk.
+            let durable = lease.state != crate::dhcp::lease::LeaseState::Offered;
             leases.apply(lease);
-            if let Some(path) = &lease_file {
+            if let Some(path) = lease_file.as_ref().filter(|_| durable) {
                 if let Err(e) = save_leases(path, &leases) {
                     warn!(path = %path.display(), error = %e, "cannot write lease file; leases will not survive a restart");
                 }

@@ -26,5 +26,8 @@ pub fn prerequisite_missing(what: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("CI=true and a test prerequisite is missing: {what}");
     }
-    eprintln!("\n*** SKIP: {what} ***\n");
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, which would
+    // hide the skip.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIP: {what} ***\n");
 }
