@@ -41,10 +41,10 @@ const CHADDR_LEN: u8 = 16;
 
 /// Decodes one datagram.
 ///
-/// dhcproto 0.12 panics on a few malformed inputs (found by `pxe/fuzz`): option 94 whose length
-/// is not 3 and a handful of others trip its debug assertions or subtract below zero, and a
-/// hardware address length above 16 makes `Message::chaddr` index out of bounds. Those are
-/// refused here before dhcproto sees them, and dhcproto runs under `catch_unwind` in case of
+/// dhcproto (0.12 to 0.14) panics on a few malformed inputs (found by `pxe/fuzz`): option 94
+/// whose length is not 3 and a handful of others trip its debug assertions or subtract below
+/// zero, and a hardware address length above 16 makes `Message::chaddr` index out of bounds.
+/// Those are refused here before dhcproto sees them, and dhcproto runs under `catch_unwind` in case of
 /// others: a packet from the network must never take the server down.
 pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
     if buf.len() < BOOTP_HEADER_LEN + 4 || buf[BOOTP_HEADER_LEN..BOOTP_HEADER_LEN + 4] != MAGIC_COOKIE {
