@@ -104,6 +104,7 @@ pub async fn run(
     lease_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), DhcpServerError> {
+    super::enlarge_recv_buffer(&sockets.dhcp);
     let mut leases = match &lease_file {
         Some(p) => load_leases(p)?,
         None => Leases::default(),

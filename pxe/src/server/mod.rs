@@ -77,6 +77,34 @@ pub async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     })
 }
 
+/// Receive buffer asked for on the listening sockets: when a ward's PCs power on together,
+/// hundreds of requests arrive at once, and Linux's default (208 KiB) drops the tail of such a
+/// burst. The requests are retransmitted, but seconds later.
+pub const LISTEN_RECV_BUFFER: usize = 4 << 20;
+
+/// Raises a listening socket's receive buffer to [`LISTEN_RECV_BUFFER`], beyond `rmem_max` when
+/// privileged (`SO_RCVBUFFORCE`); best effort.
+pub(crate) fn enlarge_recv_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = LISTEN_RECV_BUFFER as libc::c_int;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a live socket fd and a c_int option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    tracing::debug!(error = %io::Error::last_os_error(), "cannot enlarge the receive buffer");
+}
+
 /// An interface's IPv4 address and netmask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterfaceAddr {
@@ -281,6 +309,15 @@ mod tests {
         let lo = interface_ipv4("lo").unwrap().unwrap();
         assert_eq!((lo.ip, lo.netmask), (Ipv4Addr::LOCALHOST, Ipv4Addr::new(255, 0, 0, 0)));
         assert_eq!(interface_ipv4("parc-no-such-if0").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn receive_buffer_is_enlarged() {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
+        enlarge_recv_buffer(&s);
+        let after = socket2::SockRef::from(&s).recv_buffer_size().unwrap();
+        assert!(after >= before);
     }
 
     #[test]

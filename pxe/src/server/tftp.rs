@@ -43,6 +43,7 @@ impl Default for TftpConfig {
 /// small and hot in the page cache, which keeps a transfer's loop free of thread hand-offs.
 pub async fn run(socket: UdpSocket, root: PathBuf, config: TftpConfig, shutdown: CancellationToken) -> io::Result<()> {
     let local = socket.local_addr()?;
+    super::enlarge_recv_buffer(&socket);
     info!(%local, root = %root.display(), "TFTP server listening");
     let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
     let tracker = TaskTracker::new();
