@@ -208,56 +208,51 @@ fn data_with_agent(work: &Path) -> PathBuf {
     data
 }
 
-/// SeaBIOS with QEMU's iPXE ROM, parc as the only DHCP server of an isolated network.
-#[test]
-fn bios_ipxe_boots_through_parc_in_dhcp_mode() {
-    if !lab_prereqs("bios_ipxe_boots_through_parc_in_dhcp_mode") {
-        return;
+const DHCP_MODE: &[&str] = &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"];
+
+/// Boots one client in a fresh lab and returns the marker line (the kernel command line parc's
+/// boot script chose) and the data directory.
+fn boot_once(test: &str, mac: &str, fw: Firmware, parc_mode: &[&str], hospital_dhcp: bool) -> Option<(String, tempfile::TempDir)> {
+    if !lab_prereqs(test) {
+        return None;
     }
     let work = tempfile::tempdir().unwrap();
     let data = data_with_agent(work.path());
-    let mut lab = Lab::new("b");
+    let mut lab = Lab::new(&test[..1]);
     lab.tap("tap0");
-    start_parc(&mut lab, &data, &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"]);
-    let log = boot_client(&lab, "tap0", "52:54:00:77:00:10", Firmware::Bios, work.path());
-    let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
-    assert!(line.contains("parc.mac=52:54:00:77:00:10") && line.contains("parc.mode=register"), "{line}");
+    if hospital_dhcp {
+        lab.hospital_dhcp();
+    }
+    start_parc(&mut lab, &data, parc_mode);
+    let log = boot_client(&lab, "tap0", mac, fw, work.path());
+    let line = log.lines().find(|l| l.contains(MARKER)).unwrap().to_string();
+    assert!(line.contains(&format!("parc.mac={mac}")), "{line}");
     assert!(line.contains(&format!("parc.server=http://{SERVER_IP}:8080")), "{line}");
+    Some((line, work))
+}
+
+/// SeaBIOS with QEMU's iPXE ROM, parc as the only DHCP server of an isolated network.
+#[test]
+fn bios_ipxe_boots_through_parc_in_dhcp_mode() {
+    let Some((line, _)) = boot_once("bios_dhcp", "52:54:00:77:00:10", Firmware::Bios, DHCP_MODE, false) else { return };
+    assert!(line.contains("parc.mode=register"), "unknown machines register: {line}");
 }
 
 /// OVMF's own UEFI PXE client: DHCP, snponly.efi over parc's TFTP, then iPXE fetches
 /// boot.ipxe over HTTP.
 #[test]
 fn uefi_pxe_boots_through_parc_tftp_and_http() {
-    if !lab_prereqs("uefi_pxe_boots_through_parc_tftp_and_http") {
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let data = data_with_agent(work.path());
-    let mut lab = Lab::new("u");
-    lab.tap("tap0");
-    start_parc(&mut lab, &data, &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"]);
-    let log = boot_client(&lab, "tap0", "52:54:00:77:00:20", Firmware::Uefi, work.path());
-    let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
-    assert!(line.contains("parc.mac=52:54:00:77:00:20") && line.contains("parc.mode=register"), "{line}");
+    let Some((line, _)) = boot_once("uefi_dhcp", "52:54:00:77:00:20", Firmware::Uefi, DHCP_MODE, false) else { return };
+    assert!(line.contains("parc.mode=register"), "{line}");
 }
 
 /// ProxyDHCP beside the hospital's DHCP server (dnsmasq, addresses only): parc answers the
 /// PXE client with boot information and no address.
 #[test]
 fn bios_ipxe_boots_through_parc_proxydhcp_beside_hospital_dhcp() {
-    if !lab_prereqs("bios_ipxe_boots_through_parc_proxydhcp_beside_hospital_dhcp") {
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let data = data_with_agent(work.path());
-    let mut lab = Lab::new("p");
-    lab.tap("tap0");
-    lab.hospital_dhcp();
-    start_parc(&mut lab, &data, &["--pxe-mode", "proxy"]);
-    let log = boot_client(&lab, "tap0", "52:54:00:77:00:30", Firmware::Bios, work.path());
-    let line = log.lines().find(|l| l.contains(MARKER)).unwrap();
-    assert!(line.contains("parc.mac=52:54:00:77:00:30"), "{line}");
-    // The address came from the hospital's server, not from parc (which has no range).
-    assert!(!data.join("leases.json").exists() || std::fs::read_to_string(data.join("leases.json")).unwrap().trim() == "[]");
+    let proxy: &[&str] = &["--pxe-mode", "proxy"];
+    let Some((_, work)) = boot_once("proxy_bios", "52:54:00:77:00:30", Firmware::Bios, proxy, true) else { return };
+    // The address came from the hospital's server: parc in proxy mode keeps no leases.
+    let leases = work.path().join("data/leases.json");
+    assert!(!leases.exists() || !std::fs::read_to_string(&leases).unwrap().contains("52:54:00:77:00:30"));
 }
