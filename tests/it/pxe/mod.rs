@@ -10,15 +10,20 @@ use std::process::Command;
 /// True when `program` can be run; otherwise prints a loud SKIP (or panics under `CI=true`,
 /// where a missing prerequisite must fail the run).
 pub fn have(program: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let found = installed(program);
     if !found {
         prerequisite_missing(&format!("`{program}` not installed (apt-get install {package})"));
     }
     found
+}
+
+/// True when `program` is on the PATH (no message either way).
+pub fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Prints a loud SKIP, or panics under `CI=true`.
