@@ -91,28 +91,39 @@ impl Drop for Lab {
 }
 
 /// A Debian kernel and a marker initramfs, downloaded and built once and kept in
-/// `target/lab-cache` (never installed on the host).
+/// `target/lab-cache` (never installed on the host). Tests run in parallel threads: the first
+/// builds, the others wait for it.
 fn netboot_files() -> PathBuf {
+    static FILES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILES.get_or_init(build_netboot_files).clone()
+}
+
+fn build_netboot_files() -> PathBuf {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab-cache");
     if cache.join("initrd").exists() && cache.join("vmlinuz").exists() {
         return cache;
     }
-    std::fs::create_dir_all(&cache).unwrap();
+    // Built in a private directory and moved into place, so an interrupted build never
+    // leaves a half-made cache behind.
+    let build = cache.join(format!("build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&build);
+    std::fs::create_dir_all(&build).unwrap();
     sh(&format!(
-        r#"cd {c}
-        rm -rf x root; mkdir -p x root/bin root/proc
+        r#"cd {b}
+        mkdir -p x root/bin root/proc
         kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{{print $2; exit}}')
         apt-get download -q "$kpkg" busybox-static >/dev/null 2>&1 || {{ apt-get update -qq && apt-get download -q "$kpkg" busybox-static >/dev/null; }}
         dpkg-deb -x "$kpkg"_*.deb x; dpkg-deb -x busybox-static_*.deb x
-        cp x/boot/vmlinuz-* vmlinuz.tmp
+        cp x/boot/vmlinuz-* vmlinuz
         cp x/bin/busybox root/bin/busybox
         printf '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox echo {MARKER} $(/bin/busybox cat /proc/cmdline)\n/bin/busybox poweroff -f\n' > root/init
         chmod +x root/init
         (cd root && find . | cpio -o -H newc --quiet) | gzip -1 > initrd
-        mv vmlinuz.tmp vmlinuz
-        rm -rf x root *.deb"#,
+        mv initrd vmlinuz {c}/"#,
+        b = build.display(),
         c = cache.display()
     ));
+    std::fs::remove_dir_all(&build).unwrap();
     cache
 }
 
