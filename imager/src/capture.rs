@@ -22,7 +22,7 @@ use crate::format::chunking::{self, DEFAULT_CHUNK_SIZE};
 use crate::format::table::{self, TableKind};
 use crate::format::{Chunk, DiskInfo, Manifest, Partition, Region, FORMAT_NAME, FORMAT_VERSION};
 use crate::fs::{self, nonzero, FsKind, MapMethod};
-use crate::io::{ReadAt, Slice};
+use crate::io::{read_pieces, ReadAt, Slice};
 use crate::progress::Progress;
 use crate::store::DirStore;
 
@@ -268,16 +268,13 @@ fn run_pipeline(
         let reader_done = done_tx.clone();
         s.spawn(move || {
             for job in jobs {
-                let len: u64 = job.pieces.iter().map(|p| p[1]).sum();
-                let mut buf = vec![0u8; len as usize];
-                let mut at = 0usize;
-                for &[off, l] in &job.pieces {
-                    if let Err(source) = src.read_exact_at(&mut buf[at..at + l as usize], off) {
+                let buf = match read_pieces(src, &job.pieces) {
+                    Ok(buf) => buf,
+                    Err(source) => {
                         let _ = reader_done.send(Err(Error::Source { path: source_desc.into(), source }));
                         return;
                     }
-                    at += l as usize;
-                }
+                };
                 if job_tx.send((job.index, buf)).is_err() {
                     return;
                 }

@@ -28,6 +28,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::Error;
 use crate::format::table::{self, TableKind};
 use crate::format::{Chunk, Manifest};
+use crate::io::{read_pieces, write_pieces};
 use crate::progress::Progress;
 use crate::store::ChunkSource;
 
@@ -469,26 +470,6 @@ where
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
-}
-
-fn read_pieces(f: &std::fs::File, at: &[[u64; 2]]) -> std::io::Result<Vec<u8>> {
-    let len: u64 = at.iter().map(|p| p[1]).sum();
-    let mut buf = vec![0u8; len as usize];
-    let mut pos = 0usize;
-    for &[o, l] in at {
-        f.read_exact_at(&mut buf[pos..pos + l as usize], o)?;
-        pos += l as usize;
-    }
-    Ok(buf)
-}
-
-fn write_pieces(f: &std::fs::File, at: &[[u64; 2]], data: &[u8]) -> std::io::Result<()> {
-    let mut pos = 0usize;
-    for &[o, l] in at {
-        f.write_all_at(&data[pos..pos + l as usize], o)?;
-        pos += l as usize;
-    }
-    Ok(())
 }
 
 fn copy_into(buf: &mut [u8], at: &[[u64; 2]], data: &[u8]) {

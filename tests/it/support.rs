@@ -38,14 +38,41 @@ pub fn sh(cmd: &str) -> String {
 /// (CI must run every test).
 pub fn root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        prerequisite_missing(&format!("{test} needs root (loop devices, mounts, network namespaces)"));
     }
+    root
+}
+
+/// True when `program` can be run; otherwise prints a loud SKIP (or panics under `CI=true`,
+/// where a missing prerequisite must fail the run).
+pub fn have(program: &str, package: &str) -> bool {
+    let found = installed(program);
+    if !found {
+        prerequisite_missing(&format!("`{program}` not installed (apt-get install {package})"));
+    }
+    found
+}
+
+/// True when `program` is on the PATH (no message either way).
+pub fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Prints a loud SKIP, or panics under `CI=true`.
+pub fn prerequisite_missing(what: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {test} needs root and must not skip");
+        panic!("CI=true and a test prerequisite is missing: {what}");
     }
-    eprintln!("\n*** SKIP {test}: needs root (loop devices, mounts) ***\n");
-    false
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, which would
+    // hide the skip.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIP: {what} ***\n");
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so test data is incompressible but

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::io::ReadAt;
+use crate::io::{le, ReadAt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,13 +74,13 @@ fn read(dev: &dyn ReadAt, offset: u64, len: usize) -> Result<Vec<u8>, TableError
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    le(b, at, 2) as u16
 }
 fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    le(b, at, 4) as u32
 }
 fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    le(b, at, 8)
 }
 
 /// Reads the partition table of a disk of `disk_size` bytes with the given sector size.

@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use super::{normalize, FsError, FsKind, MapMethod, UsedMap};
-use crate::io::ReadAt;
+use crate::io::{le, ReadAt};
 
 /// The primary superblock always starts 1024 bytes into the partition, whatever the block size.
 const SB_OFFSET: u64 = 1024;
@@ -681,11 +681,6 @@ fn is_power_of(n: u64, base: u64) -> bool {
     p == n
 }
 
-/// Little-endian unsigned field of `len` bytes at `off`; bytes past the end of `buf` read
-/// as absent (callers only pass offsets inside their fixed-size structures).
-fn le(buf: &[u8], off: usize, len: usize) -> u64 {
-    buf.iter().skip(off).take(len).rev().fold(0, |acc, &b| acc << 8 | u64::from(b))
-}
 
 /// Helpers for the tests of the file-system parsers: real file systems made by the Debian
 /// tools in a temporary directory, and the copy-only-the-used-ranges check.
@@ -697,6 +692,16 @@ pub(super) mod fixture {
     use std::process::Command;
 
     use super::super::UsedMap;
+
+    /// Maps an image file with a parser's `map`, panicking with the path on error.
+    pub fn map_image(
+        img: &Path,
+        map: fn(&dyn crate::io::ReadAt, u64) -> Result<UsedMap, super::super::FsError>,
+    ) -> (UsedMap, u64) {
+        let f = File::open(img).expect("open image");
+        let len = f.metadata().expect("stat").len();
+        (map(&f, len).unwrap_or_else(|e| panic!("mapping {}: {e}", img.display())), len)
+    }
 
     /// A tool on PATH or in the sbin directories (which a user's PATH lacks on Debian).
     pub fn tool(name: &str) -> Option<PathBuf> {
@@ -847,9 +852,7 @@ mod tests {
     }
 
     fn map_file(img: &Path) -> (UsedMap, u64) {
-        let f = File::open(img).expect("open image");
-        let len = f.metadata().expect("stat").len();
-        (map(&f, len).unwrap_or_else(|e| panic!("mapping {}: {e}", img.display())), len)
+        map_image(img, map)
     }
 
     /// The two proofs: used bytes equal what dumpe2fs counts as allocated, and a copy holding

@@ -7,7 +7,7 @@
 //! may not even be readable, so they are left out like free ones.
 
 use super::{normalize, FsError, FsKind, MapMethod, UsedMap};
-use crate::io::ReadAt;
+use crate::io::{le, ReadAt};
 
 const BOOT_LEN: usize = 512;
 
@@ -286,9 +286,6 @@ fn scan_fat(dev: &dyn ReadAt, geo: &Geometry, mut entry: impl FnMut(u64, u32)) -
     Ok(())
 }
 
-fn le(buf: &[u8], off: usize, len: usize) -> u64 {
-    buf.iter().skip(off).take(len).rev().fold(0, |acc, &b| acc << 8 | u64::from(b))
-}
 
 #[cfg(test)]
 mod tests {
@@ -314,9 +311,7 @@ mod tests {
     }
 
     fn map_file(img: &Path) -> (UsedMap, u64) {
-        let f = File::open(img).expect("open image");
-        let len = f.metadata().expect("stat").len();
-        (map(&f, len).unwrap_or_else(|e| panic!("mapping {}: {e}", img.display())), len)
+        map_image(img, map)
     }
 
     /// The two proofs: used bytes are the area before the data plus the clusters fsck.fat and

@@ -64,6 +64,35 @@ impl<R: ReadAt + ?Sized> ReadAt for Slice<'_, R> {
     }
 }
 
+/// Little-endian unsigned field of `len` bytes at `off`; bytes past the end of `buf` read as
+/// absent (callers only pass offsets inside their fixed-size structures). Shared by the
+/// partition-table and file-system parsers.
+pub fn le(buf: &[u8], off: usize, len: usize) -> u64 {
+    buf.iter().skip(off).take(len).rev().fold(0, |acc, &b| acc << 8 | u64::from(b))
+}
+
+/// Gathers the `[offset, length]` pieces of a chunk into one buffer, in order.
+pub fn read_pieces(src: &dyn ReadAt, at: &[[u64; 2]]) -> io::Result<Vec<u8>> {
+    let len: u64 = at.iter().map(|p| p[1]).sum();
+    let mut buf = vec![0u8; len as usize];
+    let mut pos = 0usize;
+    for &[o, l] in at {
+        src.read_exact_at(&mut buf[pos..pos + l as usize], o)?;
+        pos += l as usize;
+    }
+    Ok(buf)
+}
+
+/// Scatters a chunk's bytes back to its `[offset, length]` pieces.
+pub fn write_pieces(f: &File, at: &[[u64; 2]], data: &[u8]) -> io::Result<()> {
+    let mut pos = 0usize;
+    for &[o, l] in at {
+        f.write_all_at(&data[pos..pos + l as usize], o)?;
+        pos += l as usize;
+    }
+    Ok(())
+}
+
 fn eof() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the device")
 }
