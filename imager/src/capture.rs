@@ -126,9 +126,12 @@ pub fn capture(
     progress.phase("scanning", 0);
     let table = table::parse(src, size, sector_size)?;
     let boot_len = table.boot_area_len(size);
-    let boot_ranges = abs(nonzero::map(&Slice::new(src, 0, boot_len), boot_len)
-        .map_err(|e| src_err(std::io::Error::other(e.to_string())))?
-        .ranges, 0);
+    let boot_ranges = abs(
+        nonzero::map(&Slice::new(src, 0, boot_len), boot_len)
+            .map_err(|e| src_err(std::io::Error::other(e.to_string())))?
+            .ranges,
+        0,
+    );
     let mut parts = Vec::new();
     let mut summaries = Vec::new();
     let entries = match table.kind {
@@ -182,7 +185,10 @@ pub fn capture(
     // 4. Assemble the manifest in the same order the jobs were made.
     let mut it = results.iter();
     let mut take = |pieces: &Vec<Vec<[u64; 2]>>| -> Vec<Chunk> {
-        pieces.iter().map(|at| Chunk { sha256: it.next().expect("one result per job").digest, at: at.clone() }).collect()
+        pieces
+            .iter()
+            .map(|at| Chunk { sha256: it.next().expect("one result per job").digest, at: at.clone() })
+            .collect()
     };
     let boot_area = Region { start: 0, length: boot_len, chunks: take(&region_chunks[0]) };
     let mut partitions = Vec::new();
@@ -200,8 +206,11 @@ pub fn capture(
             chunks: take(&region_chunks[i + 1]),
         });
     }
-    let backup_area =
-        backup.map(|(start, length, _)| Region { start, length, chunks: take(region_chunks.last().expect("backup region")) });
+    let backup_area = backup.map(|(start, length, _)| Region {
+        start,
+        length,
+        chunks: take(region_chunks.last().expect("backup region")),
+    });
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
@@ -318,13 +327,7 @@ fn run_pipeline(
 /// Chunks read from the source, shared by the workers: (job index, bytes).
 type JobQueue = Arc<Mutex<Receiver<(usize, Vec<u8>)>>>;
 
-fn worker(
-    rx: JobQueue,
-    tx: mpsc::Sender<Result<Done, Error>>,
-    store: &DirStore,
-    level: i32,
-    progress: &dyn Progress,
-) {
+fn worker(rx: JobQueue, tx: mpsc::Sender<Result<Done, Error>>, store: &DirStore, level: i32, progress: &dyn Progress) {
     let mut compressor = match zstd::bulk::Compressor::new(level) {
         Ok(c) => c,
         Err(e) => {

@@ -130,7 +130,12 @@ pub fn deploy(
     let terr = |source: std::io::Error| Error::Target { path: target.to_path_buf(), source };
     let needed = manifest.min_target_size();
     if disk.size < needed {
-        return Err(Error::TargetTooSmall { path: target.to_path_buf(), image: image.into(), target_size: disk.size, needed });
+        return Err(Error::TargetTooSmall {
+            path: target.to_path_buf(),
+            image: image.into(),
+            target_size: disk.size,
+            needed,
+        });
     }
     let ss = manifest.disk.logical_sector_size;
     if manifest.table != TableKind::None && disk.logical_sector_size != ss {
@@ -371,7 +376,12 @@ pub fn deploy(
             }
         }
         if bad > 0 {
-            return Err(Error::VerifyFailed { path: target.to_path_buf(), image: image.into(), mismatches: bad, first_offset });
+            return Err(Error::VerifyFailed {
+                path: target.to_path_buf(),
+                image: image.into(),
+                mismatches: bad,
+                first_offset,
+            });
         }
         report.verified_after_write = true;
     }
@@ -415,7 +425,8 @@ fn obtain(
 }
 
 fn fetch(source: &dyn ChunkSource, image: &str, c: &Chunk, counters: &Counters) -> Result<Vec<u8>, Error> {
-    let corrupt = |reason: String| Error::ChunkCorrupt { image: image.into(), digest: c.sha256, offset: c.offset(), reason };
+    let corrupt =
+        |reason: String| Error::ChunkCorrupt { image: image.into(), digest: c.sha256, offset: c.offset(), reason };
     let z = source.read_chunk(&c.sha256)?;
     let len = c.len() as usize;
     let data = zstd::bulk::Decompressor::new()

@@ -78,7 +78,8 @@ pub fn verify(store: &DirStore, references: &[String], progress: &dyn Progress) 
         .into_iter()
         .filter(|(d, _)| references.is_empty() || d.is_some_and(|d| wanted.contains_key(&d)))
         .collect();
-    progress.phase("verifying", to_check.iter().map(|(d, _)| d.and_then(|d| lengths.get(&d).copied()).unwrap_or(0)).sum());
+    progress
+        .phase("verifying", to_check.iter().map(|(d, _)| d.and_then(|d| lengths.get(&d).copied()).unwrap_or(0)).sum());
     let bad = Mutex::new(Vec::new());
     let checked = std::sync::atomic::AtomicU64::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);

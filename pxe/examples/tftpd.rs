@@ -8,15 +8,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
-    let root = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: tftpd ROOT [ADDR:PORT]"))?;
+    let root = args.next().ok_or_else(|| anyhow::anyhow!("usage: tftpd ROOT [ADDR:PORT]"))?;
     let addr = args.next().unwrap_or_else(|| "0.0.0.0:69".into()).parse()?;
     let socket = bind_udp(addr).await?;
     let shutdown = CancellationToken::new();

@@ -162,9 +162,7 @@ impl Boot {
     /// The option 60 value the reply carries.
     pub fn vendor_class(&self) -> &'static str {
         match self {
-            Boot::Http {
-                http_client: true, ..
-            } => vendor_class::HTTP_CLIENT,
+            Boot::Http { http_client: true, .. } => vendor_class::HTTP_CLIENT,
             _ => vendor_class::PXE_CLIENT,
         }
     }
@@ -183,10 +181,7 @@ pub fn choose(config: &Config, client: &Client) -> Option<Boot> {
     // iPXE is already running: hand it the script, never the loader (that would chainload
     // iPXE into itself forever).
     if client.ipxe && client.vendor != VendorClass::Other {
-        return Some(Boot::Http {
-            url: format!("{base}/boot.ipxe"),
-            http_client: false,
-        });
+        return Some(Boot::Http { url: format!("{base}/boot.ipxe"), http_client: false });
     }
     let arch = client.arch.unwrap_or(Arch::BiosX86);
     match (client.vendor, arch) {
@@ -194,10 +189,9 @@ pub fn choose(config: &Config, client: &Client) -> Option<Boot> {
         (VendorClass::Pxe, Arch::EfiX64 | Arch::EfiX64Alt) => {
             Some(Boot::Tftp(config.uefi_loader.file_name().to_owned()))
         }
-        (VendorClass::Http, Arch::EfiX64Http) => Some(Boot::Http {
-            url: format!("{base}/ipxe/{}", config.uefi_loader.file_name()),
-            http_client: true,
-        }),
+        (VendorClass::Http, Arch::EfiX64Http) => {
+            Some(Boot::Http { url: format!("{base}/ipxe/{}", config.uefi_loader.file_name()), http_client: true })
+        }
         _ => None,
     }
 }
@@ -208,88 +202,32 @@ mod tests {
 
     #[test]
     fn boot_choice_table() {
-        let cfg = Config {
-            http_base: "http://10.77.0.1:8080/".into(),
-            uefi_loader: UefiLoader::SnpOnly,
-        };
-        let ipxe_cfg = Config {
-            uefi_loader: UefiLoader::Ipxe,
-            ..cfg.clone()
-        };
+        let cfg = Config { http_base: "http://10.77.0.1:8080/".into(), uefi_loader: UefiLoader::SnpOnly };
+        let ipxe_cfg = Config { uefi_loader: UefiLoader::Ipxe, ..cfg.clone() };
         let tftp = |f: &str| Some(Boot::Tftp(f.into()));
-        let script = Some(Boot::Http {
-            url: "http://10.77.0.1:8080/boot.ipxe".into(),
-            http_client: false,
-        });
-        let c = |arch: Option<u16>, vendor, ipxe| Client {
-            arch: arch.map(Arch::from_code),
-            vendor,
-            ipxe,
-        };
+        let script = Some(Boot::Http { url: "http://10.77.0.1:8080/boot.ipxe".into(), http_client: false });
+        let c = |arch: Option<u16>, vendor, ipxe| Client { arch: arch.map(Arch::from_code), vendor, ipxe };
         use VendorClass::*;
         let cases = [
-            (
-                "bios pxe rom",
-                &cfg,
-                c(Some(0), Pxe, false),
-                tftp("undionly.kpxe"),
-            ),
-            (
-                "old pxe rom without option 93",
-                &cfg,
-                c(None, Pxe, false),
-                tftp("undionly.kpxe"),
-            ),
+            ("bios pxe rom", &cfg, c(Some(0), Pxe, false), tftp("undionly.kpxe")),
+            ("old pxe rom without option 93", &cfg, c(None, Pxe, false), tftp("undionly.kpxe")),
             ("bios ipxe rom", &cfg, c(Some(0), Pxe, true), script.clone()),
-            (
-                "uefi x64 firmware (7)",
-                &cfg,
-                c(Some(7), Pxe, false),
-                tftp("snponly.efi"),
-            ),
-            (
-                "uefi x64 firmware (9)",
-                &cfg,
-                c(Some(9), Pxe, false),
-                tftp("snponly.efi"),
-            ),
-            (
-                "uefi firmware, ipxe.efi configured",
-                &ipxe_cfg,
-                c(Some(7), Pxe, false),
-                tftp("ipxe.efi"),
-            ),
-            (
-                "firmware ipxe (uefi second stage)",
-                &cfg,
-                c(Some(7), Pxe, true),
-                script.clone(),
-            ),
+            ("uefi x64 firmware (7)", &cfg, c(Some(7), Pxe, false), tftp("snponly.efi")),
+            ("uefi x64 firmware (9)", &cfg, c(Some(9), Pxe, false), tftp("snponly.efi")),
+            ("uefi firmware, ipxe.efi configured", &ipxe_cfg, c(Some(7), Pxe, false), tftp("ipxe.efi")),
+            ("firmware ipxe (uefi second stage)", &cfg, c(Some(7), Pxe, true), script.clone()),
             (
                 "http client",
                 &cfg,
                 c(Some(16), Http, false),
-                Some(Boot::Http {
-                    url: "http://10.77.0.1:8080/ipxe/snponly.efi".into(),
-                    http_client: true,
-                }),
+                Some(Boot::Http { url: "http://10.77.0.1:8080/ipxe/snponly.efi".into(), http_client: true }),
             ),
-            (
-                "http vendor class with a pxe arch",
-                &cfg,
-                c(Some(7), Http, false),
-                None,
-            ),
+            ("http vendor class with a pxe arch", &cfg, c(Some(7), Http, false), None),
             ("uefi ia32: no loader", &cfg, c(Some(6), Pxe, false), None),
             ("uefi arm64: no loader", &cfg, c(Some(11), Pxe, false), None),
             ("unknown arch", &cfg, c(Some(0x29), Pxe, false), None),
             ("not a boot client", &cfg, c(Some(0), Other, false), None),
-            (
-                "booted linux that says iPXE but no PXEClient",
-                &cfg,
-                c(None, Other, true),
-                None,
-            ),
+            ("booted linux that says iPXE but no PXEClient", &cfg, c(None, Other, true), None),
         ];
         for (name, cfg, client, want) in cases {
             assert_eq!(choose(cfg, &client), want, "{name}");
@@ -307,22 +245,10 @@ mod tests {
 
     #[test]
     fn vendor_class_prefixes() {
-        assert_eq!(
-            VendorClass::from_option(Some(b"PXEClient:Arch:00007:UNDI:003000")),
-            VendorClass::Pxe
-        );
-        assert_eq!(
-            VendorClass::from_option(Some(b"HTTPClient:Arch:00016:UNDI:003001")),
-            VendorClass::Http
-        );
-        assert_eq!(
-            VendorClass::from_option(Some(b"PXELAB-client")),
-            VendorClass::Other
-        );
-        assert_eq!(
-            VendorClass::from_option(Some(b"PXEClien")),
-            VendorClass::Other
-        );
+        assert_eq!(VendorClass::from_option(Some(b"PXEClient:Arch:00007:UNDI:003000")), VendorClass::Pxe);
+        assert_eq!(VendorClass::from_option(Some(b"HTTPClient:Arch:00016:UNDI:003001")), VendorClass::Http);
+        assert_eq!(VendorClass::from_option(Some(b"PXELAB-client")), VendorClass::Other);
+        assert_eq!(VendorClass::from_option(Some(b"PXEClien")), VendorClass::Other);
         assert_eq!(VendorClass::from_option(None), VendorClass::Other);
     }
 }

@@ -115,7 +115,11 @@ mod tests {
     #[test]
     fn decisions() {
         let cases = [
-            ("no agent built", state(false, Some("t"), false), Decision::LocalDisk { reason: "the agent is not installed on this appliance" }),
+            (
+                "no agent built",
+                state(false, Some("t"), false),
+                Decision::LocalDisk { reason: "the agent is not installed on this appliance" },
+            ),
             ("pending task", state(true, Some("t1"), true), Decision::Agent { mode: "task", token: Some("t1".into()) }),
             ("known and idle", state(true, None, true), Decision::LocalDisk { reason: "no pending task" }),
             ("unknown machine registers", state(true, None, false), Decision::Agent { mode: "register", token: None }),

@@ -108,7 +108,11 @@ fn delta_fetches_only_changed_chunks_and_versions_share_the_store() {
         "dd if={v2} of={r} bs=1M skip={o} count={l} status=none
          debugfs -w -R 'write {p} hotfix.bin' {r} >/dev/null 2>&1
          dd if={r} of={v2} bs=1M seek={o} conv=notrunc status=none",
-        v2 = s(&v2), r = s(&root), p = s(&patch), o = ROOT_START / MIB, l = ROOT_LEN / MIB
+        v2 = s(&v2),
+        r = s(&root),
+        p = s(&patch),
+        o = ROOT_START / MIB,
+        l = ROOT_LEN / MIB
     ));
     let c2 = capture(&v2, &store, "base");
     assert_eq!(c2["version"], 2);
@@ -126,7 +130,12 @@ fn delta_fetches_only_changed_chunks_and_versions_share_the_store() {
     let out = dir.path().join("hotfix.out");
     sh(&format!(
         "dd if={} of={} bs=1M skip={} count={} status=none && debugfs -R 'dump /hotfix.bin {}' {} 2>/dev/null",
-        s(&target), s(&root), ROOT_START / MIB, ROOT_LEN / MIB, s(&out), s(&root)
+        s(&target),
+        s(&root),
+        ROOT_START / MIB,
+        ROOT_LEN / MIB,
+        s(&out),
+        s(&root)
     ));
     assert_eq!(sha256_file(&out), sha256_file(&patch));
 }
@@ -182,7 +191,8 @@ fn corrupt_or_missing_chunk_stops_the_deploy_and_leaves_an_unbootable_disk() {
         .iter()
         .find(|c| {
             let len: u64 = c["at"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap()).sum();
-            c["sha256"].as_str().unwrap() != hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![0u8; len as usize]))
+            c["sha256"].as_str().unwrap()
+                != hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![0u8; len as usize]))
         })
         .unwrap()["sha256"]
         .as_str()
@@ -310,7 +320,10 @@ fn killed_capture_and_deploy_are_completed_by_a_rerun() {
     let disk = big_raw_disk(dir.path(), 1000);
     let store = dir.path().join("store");
     // The capture is killed once it is writing chunks: nothing is published.
-    kill_midway(&["image", "capture", s(&disk), "--store", s(&store), "--name", "big", "--level", "19"], "capture: capturing");
+    kill_midway(
+        &["image", "capture", s(&disk), "--store", s(&store), "--name", "big", "--level", "19"],
+        "capture: capturing",
+    );
     let ls = parc_json(&["image", "ls", "--store", s(&store)]);
     assert_eq!(ls.as_array().unwrap().len(), 0, "a killed capture published {ls:#}");
     let v = parc_json(&["image", "verify", "--store", s(&store)]);

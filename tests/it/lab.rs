@@ -57,9 +57,21 @@ impl Lab {
              ip -n {hosp} link set eth0 up"
         ));
         let child = Command::new("ip")
-            .args(["netns", "exec", &hosp, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-                   "--interface=eth0", "--bind-interfaces", "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
-                   "--no-ping", "--dhcp-leasefile=/dev/null", "--log-dhcp"])
+            .args([
+                "netns",
+                "exec",
+                &hosp,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
+                "--no-ping",
+                "--dhcp-leasefile=/dev/null",
+                "--log-dhcp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -137,10 +149,21 @@ enum Firmware {
 fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> String {
     let log = work.join(format!("{tap}.serial.log"));
     let mut args: Vec<String> = vec![
-        "netns".into(), "exec".into(), lab.sw.clone(), "qemu-system-x86_64".into(),
-        "-accel".into(), "tcg".into(), "-m".into(), "512".into(), "-display".into(), "none".into(),
-        "-serial".into(), format!("file:{}", log.display()), "-no-reboot".into(),
-        "-netdev".into(), format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        "netns".into(),
+        "exec".into(),
+        lab.sw.clone(),
+        "qemu-system-x86_64".into(),
+        "-accel".into(),
+        "tcg".into(),
+        "-m".into(),
+        "512".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        format!("file:{}", log.display()),
+        "-no-reboot".into(),
+        "-netdev".into(),
+        format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
     ];
     match fw {
         Firmware::Bios => {
@@ -150,10 +173,13 @@ fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> St
             let vars = work.join(format!("{tap}.vars.fd"));
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
             args.extend([
-                "-drive".into(), "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
-                "-drive".into(), format!("if=pflash,format=raw,file={}", vars.display()),
+                "-drive".into(),
+                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
                 // The firmware's own PXE client, not an iPXE option ROM: the path real PCs take.
-                "-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
             ]);
         }
     }
@@ -180,9 +206,17 @@ fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> St
 
 fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) {
     let mut args = vec![
-        "netns".to_string(), "exec".into(), lab.srv.clone(), env!("CARGO_BIN_EXE_parc").into(), "serve".into(),
-        "--data".into(), data.display().to_string(), "--http".into(), format!("{SERVER_IP}:8080"),
-        "--pxe-interface".into(), "eth0".into(),
+        "netns".to_string(),
+        "exec".into(),
+        lab.srv.clone(),
+        env!("CARGO_BIN_EXE_parc").into(),
+        "serve".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--http".into(),
+        format!("{SERVER_IP}:8080"),
+        "--pxe-interface".into(),
+        "eth0".into(),
     ];
     args.extend(mode.iter().map(|s| s.to_string()));
     let mut child = Command::new("ip").args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
@@ -211,7 +245,13 @@ const DHCP_MODE: &[&str] = &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-
 
 /// Boots one client in a fresh lab and returns the marker line (the kernel command line parc's
 /// boot script chose) and the data directory.
-fn boot_once(test: &str, mac: &str, fw: Firmware, parc_mode: &[&str], hospital_dhcp: bool) -> Option<(String, tempfile::TempDir)> {
+fn boot_once(
+    test: &str,
+    mac: &str,
+    fw: Firmware,
+    parc_mode: &[&str],
+    hospital_dhcp: bool,
+) -> Option<(String, tempfile::TempDir)> {
     if !lab_prereqs(test) {
         return None;
     }

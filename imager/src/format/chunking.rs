@@ -45,11 +45,7 @@ mod tests {
         let chunks = cut(&ranges, cs);
         assert_eq!(
             chunks,
-            vec![
-                vec![[0, 4096], [8192, 4096], [cs - 4096, 4096]],
-                vec![[cs, 8192]],
-                vec![[3 * cs, 10]],
-            ]
+            vec![vec![[0, 4096], [8192, 4096], [cs - 4096, 4096]], vec![[cs, 8192]], vec![[3 * cs, 10]],]
         );
     }
 

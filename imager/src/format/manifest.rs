@@ -7,8 +7,8 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::fs::{FsKind, MapMethod};
 use crate::format::table::TableKind;
+use crate::fs::{FsKind, MapMethod};
 
 pub const FORMAT_NAME: &str = "parc-image";
 pub const FORMAT_VERSION: u32 = 1;
@@ -109,7 +109,9 @@ pub enum ManifestError {
     Invalid { reason: String },
     #[error("manifest bytes are not in canonical form; it was not written by parc or was altered")]
     NotCanonical,
-    #[error("manifest content has sha256 {actual}, but it was asked for as {expected}: the stored manifest is corrupt")]
+    #[error(
+        "manifest content has sha256 {actual}, but it was asked for as {expected}: the stored manifest is corrupt"
+    )]
     DigestMismatch { expected: Digest, actual: Digest },
 }
 

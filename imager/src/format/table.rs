@@ -268,7 +268,11 @@ pub fn relocate_gpt(boot_area: &mut [u8], sector_size: u32, new_size: u64) -> Re
     // Every partition must still fit below the new last usable LBA.
     for (i, e) in entries.chunks_exact(h.entry_size as usize).enumerate() {
         if e[0..16].iter().any(|&b| b != 0) && le64(e, 40) > last_usable {
-            return corrupt(format!("partition {} ends at LBA {} past the target's last usable LBA {last_usable}", i + 1, le64(e, 40)));
+            return corrupt(format!(
+                "partition {} ends at LBA {} past the target's last usable LBA {last_usable}",
+                i + 1,
+                le64(e, 40)
+            ));
         }
     }
     let write_header = |sector: &mut [u8], my: u64, alt: u64, ent: u64| {

@@ -681,7 +681,6 @@ fn is_power_of(n: u64, base: u64) -> bool {
     p == n
 }
 
-
 /// Helpers for the tests of the file-system parsers: real file systems made by the Debian
 /// tools in a temporary directory, and the copy-only-the-used-ranges check.
 #[cfg(test)]

@@ -286,7 +286,6 @@ fn scan_fat(dev: &dyn ReadAt, geo: &Geometry, mut entry: impl FnMut(u64, u32)) -
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::fs::File;

@@ -14,8 +14,11 @@ pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
     let mut off = 0u64;
     while off < len {
         let n = READ.min(len - off) as usize;
-        dev.read_exact_at(&mut buf[..n], off)
-            .map_err(|source| FsError::Io { what: "partition data", offset: off, source })?;
+        dev.read_exact_at(&mut buf[..n], off).map_err(|source| FsError::Io {
+            what: "partition data",
+            offset: off,
+            source,
+        })?;
         for (i, block) in buf[..n].chunks(BLOCK as usize).enumerate() {
             if !is_zero(block) {
                 let start = off + i as u64 * BLOCK;

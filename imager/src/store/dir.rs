@@ -215,7 +215,9 @@ impl DirStore {
             Ok(rd) => {
                 for e in rd {
                     let e = e.map_err(io(&dir))?;
-                    if let Some(v) = e.file_name().to_str().and_then(|s| s.strip_suffix(".json")).and_then(|s| s.parse().ok()) {
+                    if let Some(v) =
+                        e.file_name().to_str().and_then(|s| s.strip_suffix(".json")).and_then(|s| s.parse().ok())
+                    {
                         out.push(v);
                     }
                 }
@@ -285,7 +287,11 @@ impl DirStore {
         let entries = self.names()?;
         let by_digest = validate_name(name).is_err() || !entries.iter().any(|e| e.name == name);
         for e in &entries {
-            let hit = if by_digest { e.record.digest == digest } else { e.name == name && version.is_none_or(|v| v == e.version) };
+            let hit = if by_digest {
+                e.record.digest == digest
+            } else {
+                e.name == name && version.is_none_or(|v| v == e.version)
+            };
             if hit {
                 let p = self.root.join("names").join(&e.name).join(format!("{}.json", e.version));
                 fs::remove_file(&p).map_err(io(&p))?;
@@ -439,7 +445,11 @@ impl ChunkSource for DirStore {
 fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
     // SAFETY: flock on a file descriptor we own; no memory is passed.
     let r = unsafe { libc::flock(f.as_raw_fd(), op) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn syncfs(d: &Path) -> Result<(), StoreError> {
