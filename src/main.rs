@@ -18,7 +18,7 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::json!({ "ok": false, "error": msg }));
             }
             eprintln!("error: {msg}");
-            ExitCode::FAILURE
+            cli::exit_code(&e)
         }
     }
 }

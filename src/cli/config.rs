@@ -28,6 +28,14 @@ pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `par
 # tftp_root = "/usr/lib/ipxe"
 # Loader for UEFI PXE clients: "snponly" (starts ~4 s faster) or "ipxe" (its own NIC drivers).
 # uefi_loader = "snponly"
+
+[profiles]
+# Departments and the inventory live in the git repository <data>/profiles. To manage them
+# in a central repository instead, name it here: parc pulls from it (fast-forward only) and
+# pushes the changes made through the API back when it is a path or file:// URL.
+# remote = "/srv/git/parc-profiles.git"
+# branch = "main"
+# pull_interval_secs = 60
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +45,16 @@ pub struct FileConfig {
     pub http: HttpSection,
     #[serde(default)]
     pub pxe: PxeSection,
+    #[serde(default)]
+    pub profiles: ProfilesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesSection {
+    pub remote: Option<String>,
+    pub branch: Option<String>,
+    pub pull_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -163,7 +163,10 @@ fn is_url(s: &str) -> bool {
 
 fn open_store(s: &StoreArg) -> Result<DirStore> {
     if is_url(&s.store) {
-        bail!("{} is an HTTP store: only `parc image deploy` reads over HTTP; other commands need the store directory", s.store);
+        bail!(
+            "{} is an HTTP store: only `parc image deploy` reads over HTTP; other commands need the store directory",
+            s.store
+        );
     }
     Ok(DirStore::open(&s.store)?)
 }

@@ -1,9 +1,13 @@
 //! Command-line interface: one module per noun.
 
+mod client;
 mod config;
+mod department;
 mod image;
+mod machine;
 mod progress;
 mod serve;
+mod task;
 
 use std::process::ExitCode;
 
@@ -27,15 +31,29 @@ pub enum Cmd {
     /// Disk images: capture, deploy, list, verify, remove, collect garbage, compare.
     #[command(subcommand)]
     Image(image::ImageCmd),
-    /// Run the appliance: serves images over HTTP to deploys (PXE, API and console to come).
+    /// Run the appliance: HTTP (images, boot scripts, API), PXE when an interface is given.
     Serve(serve::ServeArgs),
+    /// Machines: list, show, add, install, move, replace, reimage, retire, edit (one or many).
+    #[command(subcommand)]
+    Machine(machine::MachineCmd),
+    /// Tasks: list, watch live.
+    #[command(subcommand)]
+    Task(task::TaskCmd),
+    /// Department profiles: list, show, validate a file.
+    #[command(subcommand)]
+    Department(department::DepartmentCmd),
+    /// Create an API token with a login and password, and save it for later commands.
+    Login(client::LoginArgs),
 }
 
 impl Cli {
     pub fn json_requested(&self) -> bool {
         match &self.cmd {
             Cmd::Image(c) => c.json(),
-            Cmd::Serve(_) => false,
+            Cmd::Machine(c) => c.json(),
+            Cmd::Task(c) => c.json(),
+            Cmd::Department(c) => c.json(),
+            Cmd::Serve(_) | Cmd::Login(_) => false,
         }
     }
 }
@@ -44,8 +62,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Image(cmd) => image::run(cmd),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Machine(c) => machine::run(c),
+        Cmd::Task(c) => task::run(c),
+        Cmd::Department(c) => department::run(c),
+        Cmd::Login(a) => client::login(a),
     }
 }
+
+pub use client::exit_code;
 
 pub fn init_tracing(json: bool, verbose: u8) {
     use tracing_subscriber::EnvFilter;

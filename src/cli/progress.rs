@@ -93,7 +93,8 @@ impl Progress for CliProgress {
             return;
         }
         let mut st = self.state.lock().expect("lock poisoned");
-        *st = Plain { phase: name.to_string(), total: total_bytes, started: Instant::now(), last_print: Instant::now() };
+        *st =
+            Plain { phase: name.to_string(), total: total_bytes, started: Instant::now(), last_print: Instant::now() };
         if !self.quiet || total_bytes > 0 {
             self.print_plain(&st, 0);
         }

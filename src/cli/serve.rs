@@ -1,15 +1,14 @@
-//! `parc serve`: the appliance process. Serves images to deploys over HTTP, the per-machine
-//! iPXE script and the agent's files, and, with `--pxe-interface`, DHCP/ProxyDHCP and TFTP.
-//! The API, inventory and console join it in later issues.
+//! `parc serve`: the appliance process. One tokio process serves images to deploys over
+//! HTTP, the per-machine iPXE script and the agent's files, the JSON API, and, with
+//! `--pxe-interface`, DHCP/ProxyDHCP and TFTP. It watches the profiles repository (and pulls
+//! from its remote when one is set).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use parc_imager::store::DirStore;
 use parc_pxe::boot::UefiLoader;
 use parc_pxe::server::{PxeConfig, PxeMode};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +17,9 @@ use super::config::{FileConfig, LoaderName, PxeModeName};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: settings in <data>/parc.toml, image store in <data>/store, agent files
-    /// in <data>/netboot, DHCP leases in <data>/leases.json; created on first start.
+    /// Data directory, created on first start: settings in <data>/parc.toml, image store in
+    /// <data>/store, database <data>/parc.db, departments and inventory in the git repository
+    /// <data>/profiles, agent files in <data>/netboot, DHCP leases in <data>/leases.json.
     #[arg(long, env = "PARC_DATA", default_value = "parc-data")]
     data: PathBuf,
     /// HTTP listen address [parc.toml: http.listen; default 0.0.0.0:8080].
@@ -46,6 +46,9 @@ pub struct ServeArgs {
     tftp_port: u16,
 }
 
+/// How often HEAD of the profiles repository is checked (and the remote pulled).
+const PROFILES_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Flags merged over parc.toml merged over defaults.
 #[derive(Debug)]
 struct Settings {
@@ -57,6 +60,8 @@ struct Settings {
     tftp_root: PathBuf,
     uefi_loader: LoaderName,
     tftp_port: u16,
+    remote: Option<parc_web::profiles::Remote>,
+    pull_every: std::time::Duration,
 }
 
 fn settings(a: ServeArgs, file: FileConfig) -> Settings {
@@ -69,6 +74,11 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
         uefi_loader: a.uefi_loader.or(file.pxe.uefi_loader).unwrap_or(LoaderName::Snponly),
         tftp_port: a.tftp_port,
         data: a.data,
+        remote: file.profiles.remote.map(|url| parc_web::profiles::Remote {
+            url,
+            branch: file.profiles.branch.unwrap_or_else(|| "main".into()),
+        }),
+        pull_every: std::time::Duration::from_secs(file.profiles.pull_interval_secs.unwrap_or(60).max(5)),
     }
 }
 
@@ -84,7 +94,9 @@ fn pxe_config(a: &Settings, iface: &str) -> Result<PxeConfig> {
     };
     let ip = parc_pxe::server::interface_ipv4(iface)
         .with_context(|| format!("reading the address of {iface}"))?
-        .with_context(|| format!("PXE interface {iface:?} has no IPv4 address (or does not exist; `ip addr` lists them)"))?
+        .with_context(|| {
+            format!("PXE interface {iface:?} has no IPv4 address (or does not exist; `ip addr` lists them)")
+        })?
         .ip;
     Ok(PxeConfig {
         interface: iface.to_string(),
@@ -102,13 +114,12 @@ fn pxe_config(a: &Settings, iface: &str) -> Result<PxeConfig> {
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
-    std::fs::create_dir_all(&args.data).with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let file = super::config::load_or_create(&args.data)?;
     let a = settings(args, file);
-    let store = DirStore::create(a.data.join("store"))
-        .with_context(|| format!("creating the data directory {}", a.data.display()))?;
-    let netboot_dir = a.data.join("netboot");
-    std::fs::create_dir_all(&netboot_dir).with_context(|| format!("creating {}", netboot_dir.display()))?;
+    let (state, first) = parc_web::AppState::open(&a.data, a.remote.clone())
+        .with_context(|| format!("opening the data directory {}", a.data.display()))?;
     let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface)).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
@@ -121,11 +132,20 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             let token = shutdown.clone();
             let iface = config.interface.clone();
             tracing::info!(interface = %iface, mode = ?config.mode, boot = %config.http_base, "network boot on");
-            tokio::spawn(async move { parc_pxe::server::serve(config, token).await.with_context(|| format!("network boot on {iface}")) })
+            tokio::spawn(async move {
+                parc_pxe::server::serve(config, token).await.with_context(|| format!("network boot on {iface}"))
+            })
         });
         // Scripts and tests read this line to find the port when started with port 0.
         println!("parc serving {} on http://{addr}", a.data.display());
-        let state = parc_web::AppState { store: Arc::new(store), netboot_dir };
+        if first.profiles_created {
+            println!("created the profiles repository {} with example departments", a.data.join("profiles").display());
+        }
+        if let Some(pw) = &first.admin_password {
+            println!("first start: console and API account 'admin', password {pw}");
+            println!("  (shown once; create a token: parc login --server http://{addr} --user admin)");
+        }
+        tokio::spawn(watch_profiles(state.clone(), a.pull_every, shutdown.clone()));
         let http_stop = shutdown.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -152,6 +172,42 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Re-reads the profiles repository when its HEAD moves (a technician committed there), and
+/// pulls from the remote every `pull_every`. SIGHUP forces both now.
+async fn watch_profiles(state: parc_web::AppState, pull_every: std::time::Duration, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut last_pull = std::time::Instant::now() - pull_every;
+    loop {
+        let forced = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROFILES_POLL) => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let pull = forced || last_pull.elapsed() >= pull_every;
+        let st = state.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            if pull {
+                if let Err(e) = st.profiles.sync() {
+                    tracing::warn!(error = %e, "profiles: pulling from the remote failed; serving the last good version");
+                }
+            }
+            st.profiles.reload()
+        })
+        .await;
+        if pull {
+            last_pull = std::time::Instant::now();
+        }
+        match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "profiles: reading the repository failed; serving the last good version")
+            }
+            Err(e) => tracing::error!(error = %e, "profiles watcher"),
+        }
+    }
 }
 
 /// SIGTERM (systemd stop) or Ctrl-C: stop accepting, let in-flight transfers finish.

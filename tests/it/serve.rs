@@ -2,49 +2,25 @@
 //! a corrupt chunk served.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `parc serve` on `addr` (port 0 for any) and waits for its "serving" line.
-fn start(data: &Path, addr: &str) -> Server {
-    let mut child = parc()
-        .args(["serve", "--data", data.to_str().unwrap(), "--http", addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "unexpected serve output {line:?}");
-    Server { child, url }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[test]
 fn deploy_over_http_with_cacheable_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let disk = build_disk(dir.path(), "v1", 21);
     let data = dir.path().join("data");
-    let c = parc_json(&["image", "capture", disk.path.to_str().unwrap(), "--store", data.join("store").to_str().unwrap(), "--name", "base"]);
+    let c = parc_json(&[
+        "image",
+        "capture",
+        disk.path.to_str().unwrap(),
+        "--store",
+        data.join("store").to_str().unwrap(),
+        "--name",
+        "base",
+    ]);
     let srv = start(&data, "127.0.0.1:0");
     let target = dir.path().join("out.raw");
     let d = parc_json(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap(), "--verify"]);
@@ -63,9 +39,13 @@ fn deploy_over_http_with_cacheable_chunks() {
     let full = sh(&format!("curl -sS {}/chunks/{chunk} | sha256sum", srv.url));
     let file = sha256_file(&data.join("store/chunks").join(&chunk[..2]).join(format!("{chunk}.zst")));
     assert!(full.starts_with(&file));
-    let part = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}} %{{size_download}}' -r 0-99 {}/chunks/{chunk}", srv.url));
+    let part =
+        sh(&format!("curl -sS -o /dev/null -w '%{{http_code}} %{{size_download}}' -r 0-99 {}/chunks/{chunk}", srv.url));
     assert_eq!(part, "206 100");
-    let cond = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' -H 'If-None-Match: \"{chunk}\"' {}/chunks/{chunk}", srv.url));
+    let cond = sh(&format!(
+        "curl -sS -o /dev/null -w '%{{http_code}}' -H 'If-None-Match: \"{chunk}\"' {}/chunks/{chunk}",
+        srv.url
+    ));
     assert_eq!(cond, "304");
     let missing = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {}/chunks/{}", srv.url, "0".repeat(64)));
     assert_eq!(missing, "404");
@@ -88,7 +68,17 @@ fn deploy_survives_a_server_restart() {
             f.write_all_at(&random_bytes(3000 + i, MIB as usize), MIB + i * MIB).unwrap();
         }
     }
-    parc_json(&["image", "capture", disk.to_str().unwrap(), "--store", data.join("store").to_str().unwrap(), "--name", "big", "--level", "1"]);
+    parc_json(&[
+        "image",
+        "capture",
+        disk.to_str().unwrap(),
+        "--store",
+        data.join("store").to_str().unwrap(),
+        "--name",
+        "big",
+        "--level",
+        "1",
+    ]);
     let addr = format!("127.0.0.1:{}", free_port());
     let srv = start(&data, &addr);
     let target = dir.path().join("t.raw");
@@ -135,7 +125,9 @@ fn corrupt_chunk_served_over_http_is_refused() {
     let store = data.join("store");
     parc_json(&["image", "capture", disk.path.to_str().unwrap(), "--store", store.to_str().unwrap(), "--name", "base"]);
     let show = parc_json(&["image", "show", "base", "--store", store.to_str().unwrap()]);
-    let chunk = show["manifest"]["partitions"][1]["chunks"].as_array().unwrap()
+    let chunk = show["manifest"]["partitions"][1]["chunks"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|c| c["sha256"].as_str().unwrap().to_string())
         .find(|d| {

@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests: the `parc` binary, root checks, test disks.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -24,13 +25,19 @@ pub fn parc_json(args: &[&str]) -> serde_json::Value {
     a.push("--json");
     let out = parc_run(&a);
     assert!(out.status.success(), "parc {a:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("parc {a:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("parc {a:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Runs a shell command, panicking with its output when it fails.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("bash").args(["-euo", "pipefail", "-c", cmd]).output().expect("run bash");
-    assert!(out.status.success(), "`{cmd}` failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -130,9 +137,11 @@ pub fn build_disk(dir: &Path, name: &str, seed: u64) -> TestDisk {
     std::fs::create_dir_all(work.join("root/home/user")).unwrap();
     std::fs::create_dir_all(work.join("esp/EFI/BOOT")).unwrap();
     let mut root_files = Vec::new();
-    let files: [(&str, usize); 4] = [("etc/hostname", 0), ("home/user/data.bin", 6 << 20), ("usr-lib.bin", 3 << 20), ("etc/config", 0)];
+    let files: [(&str, usize); 4] =
+        [("etc/hostname", 0), ("home/user/data.bin", 6 << 20), ("usr-lib.bin", 3 << 20), ("etc/config", 0)];
     for (i, (rel, len)) in files.iter().enumerate() {
-        let data = if *len == 0 { format!("test-{name}-{i}\n").into_bytes() } else { random_bytes(seed + i as u64, *len) };
+        let data =
+            if *len == 0 { format!("test-{name}-{i}\n").into_bytes() } else { random_bytes(seed + i as u64, *len) };
         // Half of each big file compresses (text-like), half does not.
         let data = if *len > 0 { [data[..len / 2].to_vec(), vec![b'a'; len / 2]].concat() } else { data };
         std::fs::write(work.join("root").join(rel), &data).unwrap();
@@ -202,4 +211,69 @@ pub fn check_disk(disk: &Path, expect: &TestDisk) {
         assert_eq!(&sha256_file(&out), sum, "ESP {path} differs after deploy");
     }
     sh(&format!("MTOOLS_SKIP_CHECK=1 mdir -i {d}@@{} ::/ >/dev/null", expect.esp_offset));
+}
+
+/// A running `parc serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    /// The rest of its stdout (first-start lines: the admin password).
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The one-time admin password a first start prints.
+    pub fn admin_password(&mut self) -> String {
+        for _ in 0..5 {
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            if let Some(p) = line.split("password ").nth(1) {
+                return p.trim().to_string();
+            }
+        }
+        panic!("parc serve printed no admin password");
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        nix_kill(self.child.id(), libc::SIGTERM);
+        self.child.wait().unwrap()
+    }
+}
+
+fn nix_kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Starts `parc serve` on `addr` (port 0 for any) and waits for its "serving" line.
+pub fn start(data: &Path, addr: &str) -> Server {
+    start_with(data, addr, &[])
+}
+
+pub fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Server {
+    let mut child = parc()
+        .args(["serve", "--data", data.to_str().unwrap(), "--http", addr])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "unexpected serve output {line:?}");
+    Server { child, url, stdout }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

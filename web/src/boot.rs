@@ -17,7 +17,11 @@ pub struct BootQuery {
 }
 
 #[tracing::instrument(skip(st, headers))]
-pub async fn boot_script(State(st): State<AppState>, Query(q): Query<BootQuery>, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn boot_script(
+    State(st): State<AppState>,
+    Query(q): Query<BootQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     // The machine reached us under this name: its own URLs must use it too.
     let host = headers
         .get(header::HOST)
@@ -29,11 +33,25 @@ pub async fn boot_script(State(st): State<AppState>, Query(q): Query<BootQuery>,
     };
     let mac: Mac = mac.parse().map_err(|e: ipxe::BadMac| AppError::BadRequest(e.to_string()))?;
     let netboot = st.netboot_dir.clone();
-    let agent_available =
-        tokio::task::spawn_blocking(move || NETBOOT_FILES.iter().all(|f| netboot.join(f).is_file())).await.unwrap_or(false);
-    // Machines and tasks arrive with the server issue: until then every machine is unknown
-    // and, when the agent is installed, is sent to register itself.
-    let state = BootState { http_base: format!("http://{host}"), agent_available, task_token: None, known_and_idle: false };
+    let (agent_available, task_token, known_and_idle) = crate::blocking(move || {
+        let agent_available = NETBOOT_FILES.iter().all(|f| netboot.join(f).is_file());
+        let key = mac.to_string();
+        let known =
+            key.parse::<parc_profiles::Mac>().ok().and_then(|m| st.profiles.snapshot().inventory.get(&m).cloned());
+        // A fresh token for every boot script: the previous boot's token stops working, so a
+        // script copied off the wire is only good until the machine boots again.
+        let token = match st.db.active_task(&key)? {
+            Some(t) if agent_available => {
+                let token = crate::auth::new_secret("pt_");
+                st.db.set_task_token(t.id, &crate::auth::token_hash(&token))?;
+                Some(token)
+            }
+            _ => None,
+        };
+        Ok((agent_available, token, known.is_some()))
+    })
+    .await?;
+    let state = BootState { http_base: format!("http://{host}"), agent_available, task_token, known_and_idle };
     let decision = ipxe::decide(&state);
     tracing::info!(mac = %mac, decision = ?decision, "boot script");
     Ok(script(ipxe::render(&state, mac, &decision)))

@@ -9,7 +9,7 @@ use parc_imager::store::ChunkSource;
 use serde::Serialize;
 
 use crate::range::{self, RangeRequest};
-use crate::{AppError, AppState};
+use crate::{blocking, AppError, AppState};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -17,12 +17,11 @@ fn parse_digest(s: &str) -> Result<Digest, AppError> {
     s.parse().map_err(|e: parc_imager::digest::ParseDigestError| AppError::BadRequest(e.to_string()))
 }
 
-/// Runs blocking store I/O off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AppError> + Send + 'static) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(e.to_string()))?
-}
-
-pub async fn chunk_get(State(st): State<AppState>, Path(digest): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn chunk_get(
+    State(st): State<AppState>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let d = parse_digest(&digest)?;
     let store = st.store.clone();
     let body = blocking(move || Ok(store.read_chunk(&d)?)).await?;
@@ -69,13 +68,83 @@ fn immutable_body(d: &Digest, body: Vec<u8>, content_type: &'static str, headers
     }
 }
 
+/// At most this many chunks per streaming request (~1 GiB of 1 MiB chunks before compression).
+pub const STREAM_MAX: usize = 1024;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRequest {
+    digests: Vec<String>,
+}
+
+/// Many chunks in one response, for agents that prefer fewer requests: for each requested
+/// digest in order, a frame of the 32-byte digest, the stored (zstd) length as u32
+/// big-endian, and the stored bytes (`parc_imager::store::http::read_frames` decodes it).
+/// Every digest is checked before the first byte is sent, so a missing chunk is a 404 naming
+/// it, not a truncated stream.
+pub async fn chunks_stream(
+    State(st): State<AppState>,
+    crate::api::Json(req): crate::api::Json<StreamRequest>,
+) -> Result<Response, AppError> {
+    if req.digests.is_empty() || req.digests.len() > STREAM_MAX {
+        return Err(AppError::invalid("digests", format!("1 to {STREAM_MAX} chunk digests")));
+    }
+    let digests = req.digests.iter().map(|d| parse_digest(d)).collect::<Result<Vec<_>, _>>()?;
+    let store = st.store.clone();
+    let total = {
+        let digests = digests.clone();
+        let store = store.clone();
+        blocking(move || {
+            let mut total = 0u64;
+            for d in &digests {
+                let n = store
+                    .chunk_stored_size(d)
+                    .ok_or_else(|| AppError::NotFound(format!("chunk {d} is not in the store")))?;
+                total += 32 + 4 + n;
+            }
+            Ok(total)
+        })
+        .await?
+    };
+    // Two chunks in flight: the reader stays ahead of the socket without holding the image.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        for d in digests {
+            let frame = store.read_chunk(&d).map_err(std::io::Error::other).map(|body| {
+                let mut f = Vec::with_capacity(36 + body.len());
+                f.extend_from_slice(&d.0);
+                f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                f.extend_from_slice(&body);
+                f
+            });
+            let failed = frame.is_err();
+            if tx.blocking_send(frame).is_err() || failed {
+                // Client gone, or a chunk vanished (gc): the error aborts the response.
+                return;
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-parc-chunks".to_string()), (header::CONTENT_LENGTH, total.to_string())],
+        body,
+    )
+        .into_response())
+}
+
 #[derive(Debug, Serialize)]
 pub struct Resolved {
     pub reference: String,
     pub digest: Digest,
 }
 
-pub async fn image_resolve(State(st): State<AppState>, Path(reference): Path<String>) -> Result<Json<Resolved>, AppError> {
+pub async fn image_resolve(
+    State(st): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Json<Resolved>, AppError> {
     let store = st.store.clone();
     let r = reference.clone();
     let digest = blocking(move || Ok(store.resolve(&r)?)).await?;
@@ -90,22 +159,19 @@ pub async fn images_list(State(st): State<AppState>) -> Result<Json<serde_json::
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use axum::body::Body;
     use axum::http::Request;
-    use parc_imager::store::DirStore;
     use tower::ServiceExt;
 
     use super::*;
 
     #[tokio::test]
     async fn chunk_headers_range_and_errors() {
-        let dir = std::env::temp_dir().join(format!("parc-web-test-{}", std::process::id()));
-        let store = DirStore::create(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, _) = AppState::open(tmp.path(), None).unwrap();
         let d = Digest::of(b"chunk");
-        store.put_chunk_now(&d, b"0123456789").unwrap();
-        let app = crate::app(AppState { store: Arc::new(store), netboot_dir: dir.join("netboot") });
+        state.store.put_chunk_now(&d, b"0123456789").unwrap();
+        let app = crate::app(state);
         let get = |uri: String, range: Option<&str>| {
             let mut r = Request::get(uri);
             if let Some(v) = range {
@@ -130,6 +196,5 @@ mod tests {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         let r = get("/api/v1/images/none".to_string(), None).await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

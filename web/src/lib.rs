@@ -1,28 +1,133 @@
-//! parc-web: the appliance's HTTP server. Today it serves what deploys read: chunks and
-//! manifests (immutable, cacheable by any HTTP cache in front of a remote site) and image
-//! name resolution. The API for machines and tasks and the console come with the server and
-//! console issues.
+//! parc-web: the appliance's HTTP server. Chunks and manifests for deploys (immutable,
+//! cacheable by any HTTP cache in front of a remote site), the per-machine boot script, the
+//! JSON API for technicians' tools and for agents (`/api/v1`, described by
+//! `/api/v1/openapi.json`); the console comes with the console issue.
 
+mod api;
+mod auth;
 mod boot;
 mod chunks;
+pub mod db;
 mod error;
+pub mod ops;
+pub mod profiles;
 pub mod range;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::Router;
 use parc_imager::store::DirStore;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 
+pub use auth::{hash_password, new_password};
 pub use error::AppError;
+
+use db::{Db, Event, NewEvent, Role};
+use profiles::{Profiles, Remote};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<DirStore>,
     /// `<data>/netboot`: the agent's `vmlinuz` and `initrd`.
     pub netboot_dir: PathBuf,
+    pub db: Arc<Db>,
+    pub profiles: Arc<Profiles>,
+    /// Inventory operations run one at a time: each is a git commit followed by task rows.
+    pub ops_lock: Arc<Mutex<()>>,
+    /// Journal entries and task progress, as they happen (console, `parc task watch`).
+    pub live: broadcast::Sender<Live>,
+}
+
+/// Something that just happened, for live views.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Live {
+    Event(Event),
+    Progress(Box<db::Task>),
+}
+
+/// What `AppState::open` created on a first start, for the operator to see once.
+#[derive(Debug, Default)]
+pub struct FirstStart {
+    pub admin_password: Option<String>,
+    pub profiles_created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("image store {path}: {source}")]
+    Store { path: String, source: parc_imager::store::StoreError },
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("profiles repository {path}: {source}")]
+    Profiles { path: String, source: parc_profiles::RepoError },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl AppState {
+    /// Opens (creating on first start) everything under the data directory: `store/`,
+    /// `parc.db`, `profiles/` (a git repository with example departments), `netboot/`, and
+    /// the first admin account.
+    pub fn open(data: &Path, remote: Option<Remote>) -> Result<(AppState, FirstStart), OpenError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| OpenError::Io { path, source }
+        };
+        std::fs::create_dir_all(data).map_err(io(data))?;
+        let store_path = data.join("store");
+        let store = DirStore::create(&store_path)
+            .map_err(|source| OpenError::Store { path: store_path.display().to_string(), source })?;
+        let netboot_dir = data.join("netboot");
+        std::fs::create_dir_all(&netboot_dir).map_err(io(&netboot_dir))?;
+        let db = Db::open(&data.join("parc.db"))?;
+        let repo_path = data.join("profiles");
+        let (profiles, profiles_created) = Profiles::open(&repo_path, remote)
+            .map_err(|source| OpenError::Profiles { path: repo_path.display().to_string(), source })?;
+        let mut first = FirstStart { profiles_created, ..Default::default() };
+        if db.user_count()? == 0 {
+            let password = new_password();
+            db.create_user(
+                "admin",
+                "Administrateur parc",
+                "admin@parc.local",
+                Role::Admin,
+                Some(&hash_password(&password)),
+                true,
+            )?;
+            first.admin_password = Some(password);
+        }
+        let (live, _) = broadcast::channel(1024);
+        let state = AppState {
+            store: Arc::new(store),
+            netboot_dir,
+            db: Arc::new(db),
+            profiles: Arc::new(profiles),
+            ops_lock: Arc::new(Mutex::new(())),
+            live,
+        };
+        if first.admin_password.is_some() {
+            state.event(&NewEvent {
+                actor: "parc",
+                kind: "user.create",
+                mac: None,
+                task_id: None,
+                message: "first start: account admin created (one-time password shown on the console)",
+                data: None,
+            })?;
+        }
+        Ok((state, first))
+    }
+
+    /// Journals an event and tells live views.
+    pub fn event(&self, e: &NewEvent<'_>) -> Result<Event, db::DbError> {
+        let ev = self.db.event(e)?;
+        let _ = self.live.send(Live::Event(ev.clone()));
+        Ok(ev)
+    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -31,9 +136,15 @@ pub fn app(state: AppState) -> Router {
         .route("/manifests/{digest}", get(chunks::manifest_get))
         .route("/boot.ipxe", get(boot::boot_script))
         .route("/netboot/{file}", get(boot::netboot_file))
-        .route("/api/v1/images", get(chunks::images_list))
-        .route("/api/v1/images/{reference}", get(chunks::image_resolve))
+        .nest("/api/v1", api::routes())
         .with_state(state)
+}
+
+/// Runs blocking work (SQLite, git, the store) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(e.to_string()))?
 }
 
 /// Serves `app` on an already-bound listener until `shutdown` completes, then lets
@@ -43,5 +154,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

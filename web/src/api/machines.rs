@@ -1,0 +1,362 @@
+//! Machines: the inventory (git) joined with what agents reported and task state (SQLite).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use parc_profiles::{Machine, MachineStatus};
+use serde::{Deserialize, Serialize};
+
+use super::{Json, OptionalJson, Query};
+use crate::auth::Caller;
+use crate::db::{EventQuery, MachineState, Role, Task, TaskKind, TaskQuery, TaskState};
+use crate::ops::{self, machine_etag, MachineEdit, NewMachine, Op};
+use crate::{blocking, AppError, AppState};
+
+/// A machine as technicians see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineView {
+    pub mac: String,
+    pub hostname: String,
+    pub department: String,
+    pub serial: String,
+    pub asset_tag: String,
+    pub location: String,
+    pub notes: String,
+    /// new, discovered, queued, installing, capturing, installed (waiting for first boot),
+    /// ready, failed, retired.
+    pub status: &'static str,
+    pub in_inventory: bool,
+    pub etag: Option<String>,
+    pub model: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub ip: Option<String>,
+    pub last_seen: Option<i64>,
+    pub image_digest: Option<String>,
+    pub installed_at: Option<i64>,
+    pub first_boot_at: Option<i64>,
+    pub task: Option<Task>,
+}
+
+pub fn status(inv: Option<&Machine>, hw: Option<&MachineState>, last: Option<&Task>) -> &'static str {
+    if inv.is_some_and(|m| m.status == MachineStatus::Retired) {
+        return "retired";
+    }
+    match last {
+        Some(t) if t.state == TaskState::Queued => return "queued",
+        Some(t) if t.state == TaskState::Running && t.kind == TaskKind::Capture => return "capturing",
+        Some(t) if t.state == TaskState::Running => return "installing",
+        Some(t) if t.state == TaskState::Failed => return "failed",
+        _ => {}
+    }
+    if inv.is_none() {
+        return "discovered";
+    }
+    match hw {
+        Some(h) if h.image_digest.is_some() && h.first_boot_at.is_some() => "ready",
+        Some(h) if h.image_digest.is_some() => "installed",
+        _ => "new",
+    }
+}
+
+pub fn view(inv: Option<&Machine>, hw: Option<&MachineState>, last: Option<&Task>) -> MachineView {
+    let s = |f: fn(&Machine) -> &String| inv.map(|m| f(m).clone()).unwrap_or_default();
+    MachineView {
+        mac: inv.map(|m| m.mac.to_string()).or_else(|| hw.map(|h| h.mac.clone())).unwrap_or_default(),
+        hostname: s(|m| &m.hostname),
+        department: s(|m| &m.department),
+        serial: inv
+            .map(|m| m.serial.clone())
+            .filter(|s| !s.is_empty())
+            .or_else(|| hw.and_then(|h| h.serial.clone()))
+            .unwrap_or_default(),
+        asset_tag: s(|m| &m.asset_tag),
+        location: s(|m| &m.location),
+        notes: s(|m| &m.notes),
+        status: status(inv, hw, last),
+        in_inventory: inv.is_some(),
+        etag: inv.map(machine_etag),
+        model: hw.and_then(|h| h.model.clone()),
+        memory_bytes: hw.and_then(|h| h.memory_bytes),
+        ip: hw.and_then(|h| h.ip.clone()),
+        last_seen: hw.and_then(|h| h.last_seen),
+        image_digest: hw.and_then(|h| h.image_digest.clone()),
+        installed_at: hw.and_then(|h| h.installed_at),
+        first_boot_at: hw.and_then(|h| h.first_boot_at),
+        task: last.cloned(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Free text: MAC, hostname, serial, asset tag, location, model (case-insensitive).
+    q: Option<String>,
+    department: Option<String>,
+    status: Option<String>,
+    image: Option<String>,
+    model: Option<String>,
+    location: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MachineList {
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub machines: Vec<MachineView>,
+}
+
+/// Every machine (inventory and discovered), filtered, sorted by hostname then MAC.
+pub fn all_machines(st: &AppState) -> Result<Vec<MachineView>, AppError> {
+    let snap = st.profiles.snapshot();
+    let hw: HashMap<String, MachineState> = st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
+    let tasks: HashMap<String, Task> = st.db.latest_tasks()?.into_iter().map(|t| (t.mac.clone(), t)).collect();
+    let mut out: Vec<MachineView> = snap
+        .inventory
+        .machines()
+        .map(|m| {
+            let mac = m.mac.to_string();
+            view(Some(m), hw.get(&mac), tasks.get(&mac))
+        })
+        .collect();
+    for (mac, h) in &hw {
+        let known = mac.parse().ok().and_then(|m| snap.inventory.get(&m)).is_some();
+        if !known {
+            out.push(view(None, Some(h), tasks.get(mac)));
+        }
+    }
+    out.sort_by(|a, b| (a.hostname.is_empty(), &a.hostname, &a.mac).cmp(&(b.hostname.is_empty(), &b.hostname, &b.mac)));
+    Ok(out)
+}
+
+pub async fn machines_list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<MachineList>, AppError> {
+    caller.require(Role::Readonly)?;
+    blocking(move || {
+        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+        let needle = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have));
+        let all = all_machines(&st)?;
+        let matching: Vec<MachineView> = all
+            .into_iter()
+            .filter(|m| {
+                eq(&q.department, &m.department)
+                    && eq(&q.status, m.status)
+                    && q.image.as_deref().is_none_or(|i| m.image_digest.as_deref().is_some_and(|d| d.starts_with(i)))
+                    && eq(&q.model, m.model.as_deref().unwrap_or(""))
+                    && q.location.as_deref().is_none_or(|l| m.location.to_lowercase().contains(&l.to_lowercase()))
+                    && needle.as_deref().is_none_or(|n| {
+                        [
+                            &m.mac,
+                            &m.hostname,
+                            &m.serial,
+                            &m.asset_tag,
+                            &m.location,
+                            m.model.as_deref().unwrap_or_default(),
+                        ]
+                        .iter()
+                        .any(|f| f.to_lowercase().contains(n))
+                    })
+            })
+            .collect();
+        let total = matching.len();
+        let machines = matching.into_iter().skip(q.offset).take(limit).collect();
+        Ok(Json(MachineList { total, offset: q.offset, limit, machines }))
+    })
+    .await
+}
+
+#[derive(Debug, Serialize)]
+pub struct MachineDetail {
+    #[serde(flatten)]
+    pub machine: MachineView,
+    pub disks: Vec<crate::db::DiskInfo>,
+    pub tasks: Vec<Task>,
+    pub events: Vec<crate::db::Event>,
+    /// Commits that changed this machine's inventory line, newest first.
+    pub history: Vec<parc_profiles::CommitInfo>,
+}
+
+pub async fn machine_show(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    caller.require(Role::Readonly)?;
+    blocking(move || {
+        let snap = st.profiles.snapshot();
+        let inv = ops::find(&snap.inventory, &id).cloned();
+        let mac = match &inv {
+            Some(m) => m.mac.to_string(),
+            None => match id.parse::<parc_profiles::Mac>() {
+                Ok(m) => m.to_string(),
+                Err(_) => return Err(AppError::NotFound(format!("no machine {id:?}"))),
+            },
+        };
+        let hw = st.db.machine_state(&mac)?;
+        if inv.is_none() && hw.is_none() {
+            return Err(AppError::NotFound(format!(
+                "no machine {id:?} in the inventory, and no agent has reported it"
+            )));
+        }
+        let tasks = st.db.tasks(&TaskQuery { mac: Some(mac.clone()), limit: 50, ..Default::default() })?;
+        let events = st.db.events(&EventQuery { mac: Some(mac.clone()), limit: 100, ..Default::default() })?;
+        let history = match &inv {
+            Some(m) => st.profiles.with_repo(|r| r.machine_history(&m.mac, 500)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let machine = view(inv.as_ref(), hw.as_ref(), tasks.first());
+        let etag = machine.etag.clone();
+        let detail = MachineDetail { machine, disks: hw.map(|h| h.disks).unwrap_or_default(), tasks, events, history };
+        let mut resp = Json(detail).into_response();
+        if let Some(e) = etag {
+            resp.headers_mut().insert(header::ETAG, format!("\"{e}\"").parse().expect("hex"));
+        }
+        Ok(resp)
+    })
+    .await
+}
+
+/// Request fields nobody asked for: a typo ("locaton") must not be silently dropped.
+type Unknown = std::collections::BTreeMap<String, serde_json::Value>;
+
+fn refuse_unknown(u: &Unknown) -> Result<(), AppError> {
+    match u.keys().next() {
+        Some(k) => Err(AppError::invalid(k, "unknown field")),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AddBody {
+    #[serde(flatten)]
+    machine: NewMachine,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// Runs one operation and answers with its own status.
+async fn one(
+    st: AppState,
+    caller: Caller,
+    op: Op,
+    reason: Option<String>,
+    created: bool,
+) -> Result<Response, AppError> {
+    caller.require(Role::Technician)?;
+    let report = blocking(move || ops::run(&st, &caller, std::slice::from_ref(&op), reason.as_deref())).await?;
+    let o = report.results.into_iter().next().expect("one operation, one outcome");
+    let status = StatusCode::from_u16(o.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !o.ok {
+        let mut body = serde_json::json!({ "error": o.error, "op": o.op, "machine": o.machine });
+        if let Some(f) = &o.field {
+            body["field"] = f.clone().into();
+        }
+        return Ok((status, axum::Json(body)).into_response());
+    }
+    let mut body = serde_json::to_value(&o).map_err(|e| AppError::Internal(e.to_string()))?;
+    body["commit"] = report.commit.into();
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(body)).into_response())
+}
+
+pub async fn machine_add(
+    State(st): State<AppState>,
+    caller: Caller,
+    Json(b): Json<AddBody>,
+) -> Result<Response, AppError> {
+    refuse_unknown(&b.unknown)?;
+    one(st, caller, Op::Add(b.machine), b.reason, true).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EditBody {
+    #[serde(flatten)]
+    changes: MachineEdit,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+pub async fn machine_edit(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<EditBody>,
+) -> Result<Response, AppError> {
+    refuse_unknown(&b.unknown)?;
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    one(st, caller, Op::Edit { machine: id, if_match, changes: b.changes }, b.reason, false).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    department: Option<String>,
+    #[serde(default)]
+    with: Option<String>,
+    #[serde(default)]
+    asset_tag: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+}
+
+pub async fn machine_action(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+    OptionalJson(b): OptionalJson<ActionBody>,
+) -> Result<Response, AppError> {
+    let need =
+        |v: Option<String>, field: &str| v.ok_or_else(|| AppError::invalid(field, format!("required for {action}")));
+    let op = match action.as_str() {
+        "install" => Op::Install { machine: id, department: b.department },
+        "reimage" => Op::Reimage { machine: id },
+        "move" => Op::Move { machine: id, department: need(b.department, "department")? },
+        "replace" => Op::Replace { machine: id, with: need(b.with, "with")?, asset_tag: b.asset_tag },
+        "retire" => Op::Retire { machine: id },
+        "capture" => Op::Capture { machine: id, image: need(b.image, "image")? },
+        other => {
+            return Err(AppError::NotFound(format!(
+                "no action {other:?} (install, reimage, move, replace, retire, capture)"
+            )))
+        }
+    };
+    one(st, caller, op, b.reason, false).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    #[serde(default)]
+    reason: Option<String>,
+    operations: Vec<Op>,
+}
+
+/// Many operations, one commit, one result per operation: 200 whenever the request itself was
+/// valid, with `ok`, `status` and `error` per operation.
+pub async fn batch(State(st): State<AppState>, caller: Caller, Json(b): Json<BatchBody>) -> Result<Response, AppError> {
+    caller.require(Role::Technician)?;
+    if b.operations.is_empty() {
+        return Err(AppError::invalid("operations", "empty"));
+    }
+    if b.operations.len() > 20_000 {
+        return Err(AppError::invalid("operations", "at most 20000 per request"));
+    }
+    let report = blocking(move || ops::run(&st, &caller, &b.operations, b.reason.as_deref())).await?;
+    Ok(axum::Json(report).into_response())
+}

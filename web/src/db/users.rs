@@ -1,0 +1,139 @@
+//! Users (who may act, in which role) and their API tokens (stored as sha256 digests only).
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, Db, DbError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Readonly,
+    Technician,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Readonly => "readonly",
+            Role::Technician => "technician",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "readonly" => Some(Role::Readonly),
+            "technician" => Some(Role::Technician),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub login: String,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub must_change_password: bool,
+    pub disabled: bool,
+}
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(4)?;
+    Ok(User {
+        id: r.get(0)?,
+        login: r.get(1)?,
+        name: r.get(2)?,
+        email: r.get(3)?,
+        role: Role::parse(&role).unwrap_or(Role::Readonly),
+        password_hash: r.get(5)?,
+        must_change_password: r.get(6)?,
+        disabled: r.get(7)?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.login, u.name, u.email, u.role, u.password_hash, u.must_change_password, u.disabled";
+
+impl Db {
+    pub fn user_count(&self) -> Result<i64, DbError> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
+    }
+
+    pub fn create_user(
+        &self,
+        login: &str,
+        name: &str,
+        email: &str,
+        role: Role,
+        password_hash: Option<&str>,
+        must_change: bool,
+    ) -> Result<User, DbError> {
+        let conn = self.conn();
+        let res = conn.execute(
+            "INSERT INTO users (login, name, email, role, password_hash, must_change_password, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![login, name, email, role.as_str(), password_hash, must_change, now_ms()],
+        );
+        match res {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                return Err(DbError::Conflict(format!("a user {login:?} already exists")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let id = conn.last_insert_rowid();
+        Ok(conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"), [id], user_row)?)
+    }
+
+    pub fn user_by_login(&self, login: &str) -> Result<Option<User>, DbError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.login = ?1"), [login], user_row)
+            .optional()?)
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.login"))?;
+        let rows = stmt.query_map([], user_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn create_token(&self, user_id: i64, name: &str, token_hash: &str) -> Result<i64, DbError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, name, token_hash, now_ms()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The enabled user owning a live token.
+    pub fn user_by_token(&self, token_hash: &str) -> Result<Option<User>, DbError> {
+        let conn = self.conn();
+        let user = conn
+            .query_row(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = ?1 AND t.revoked_at IS NULL AND u.disabled = 0"
+                ),
+                [token_hash],
+                user_row,
+            )
+            .optional()?;
+        if user.is_some() {
+            conn.execute(
+                "UPDATE api_tokens SET last_used_at = ?2 WHERE token_hash = ?1",
+                params![token_hash, now_ms()],
+            )?;
+        }
+        Ok(user)
+    }
+}
