@@ -599,3 +599,46 @@ fn chunk_requests_bad_digests_and_the_streaming_endpoint() {
     let r = sh(&format!("curl -sS -w ' %{{http_code}}' -H 'content-type: application/json' -d '{{\"digests\":[\"../x\"]}}' {}/api/v1/chunks", a.srv.url));
     assert!(r.ends_with(" 400"), "{r}");
 }
+
+/// With a central repository configured, the appliance pushes its history there, picks up
+/// what technicians push, and hands the commits made through the API back.
+#[test]
+fn profiles_follow_a_central_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let central = dir.path().join("central.git");
+    sh(&format!("git init -q --bare -b main {}", central.display()));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("parc.toml"), format!("[profiles]\nremote = \"{}\"\npull_interval_secs = 5\n", central.display())).unwrap();
+    let mut srv = start(&data, "127.0.0.1:0");
+    let pw = srv.admin_password();
+    let (s, t) = Api::new(&srv.url, None).post_with("/api/v1/tokens", json!({ "name": "t" }), &[("Authorization", &basic("admin", &pw))]);
+    assert_eq!(s, 201);
+    let admin = Api::new(&srv.url, t["token"].as_str());
+    let (s, st) = admin.post("/api/v1/profiles/reload", json!({}));
+    assert_eq!(s, 200, "{st}");
+    assert!(st["last_sync_error"].is_null(), "{st}");
+    assert_eq!(git(&central, "log --format=%s main").trim(), "Initial example departments");
+
+    // A technician clones the central repository, edits a department and pushes.
+    let work = dir.path().join("work");
+    sh(&format!("git clone -q {} {}", central.display(), work.display()));
+    let f = work.join("departments/pharmacie.toml");
+    let text = std::fs::read_to_string(&f).unwrap().replace("hostname = \"PHA-{counter:4}\"", "hostname = \"PHARMA-{counter:3}\"");
+    std::fs::write(&f, text).unwrap();
+    git(&work, "commit -qam 'pharmacie: nouveau nommage'");
+    git(&work, "push -q origin main");
+    let (s, _) = admin.post("/api/v1/profiles/reload", json!({}));
+    assert_eq!(s, 200);
+    let (_, d) = admin.get("/api/v1/departments/pharmacie");
+    assert_eq!(d["hostname_pattern"], "PHARMA-{counter:3}");
+
+    // A change through the API reaches the central repository, authored by the caller.
+    let (s, r) = admin.post("/api/v1/machines", json!({ "mac": "52:54:00:ab:cd:01", "department": "pharmacie" }));
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["hostname"], "PHARMA-001");
+    let top = git(&central, "log -1 --format='%an|%s' main");
+    assert!(top.starts_with("Administrateur parc|add PHARMA-001"), "{top}");
+    git(&work, "pull -q origin main");
+    assert!(std::fs::read_to_string(work.join("inventory.csv")).unwrap().contains("52:54:00:ab:cd:01,PHARMA-001,pharmacie"));
+}

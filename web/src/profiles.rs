@@ -84,6 +84,19 @@ impl Profiles {
         Ok(Some(outcome))
     }
 
+    /// Hands a commit made through the API to the central repository right away, so that a
+    /// technician pulling from it sees it. Failure is logged and retried by the next sync: the
+    /// commit is safe in the appliance's repository either way.
+    fn push_best_effort(&self, repo: &Repo) {
+        let Some(remote) = &self.remote else { return };
+        let outcome = repo.sync(&remote.url, &remote.branch);
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, remote = %remote.url, "profiles: pushing to the remote failed; will retry");
+        }
+        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(outcome.as_ref().map(|o| format!("{o:?}")).map_err(|e| e.to_string()));
+    }
+
     pub fn remote(&self) -> Option<&Remote> {
         self.remote.as_ref()
     }
@@ -123,6 +136,7 @@ impl Profiles {
             match repo.commit(Some(&snap.commit), &[("inventory.csv", Some(text))], author, &message) {
                 Ok(commit) => {
                     self.reload_locked(&repo).map_err(repo_error)?;
+                    self.push_best_effort(&repo);
                     return Ok((value, Some(commit)));
                 }
                 Err(RepoError::HeadMoved { .. }) => continue,
