@@ -609,10 +609,18 @@ fn profiles_follow_a_central_repository() {
     sh(&format!("git init -q --bare -b main {}", central.display()));
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("parc.toml"), format!("[profiles]\nremote = \"{}\"\npull_interval_secs = 5\n", central.display())).unwrap();
+    std::fs::write(
+        data.join("parc.toml"),
+        format!("[profiles]\nremote = \"{}\"\npull_interval_secs = 5\n", central.display()),
+    )
+    .unwrap();
     let mut srv = start(&data, "127.0.0.1:0");
     let pw = srv.admin_password();
-    let (s, t) = Api::new(&srv.url, None).post_with("/api/v1/tokens", json!({ "name": "t" }), &[("Authorization", &basic("admin", &pw))]);
+    let (s, t) = Api::new(&srv.url, None).post_with(
+        "/api/v1/tokens",
+        json!({ "name": "t" }),
+        &[("Authorization", &basic("admin", &pw))],
+    );
     assert_eq!(s, 201);
     let admin = Api::new(&srv.url, t["token"].as_str());
     let (s, st) = admin.post("/api/v1/profiles/reload", json!({}));
@@ -624,7 +632,9 @@ fn profiles_follow_a_central_repository() {
     let work = dir.path().join("work");
     sh(&format!("git clone -q {} {}", central.display(), work.display()));
     let f = work.join("departments/pharmacie.toml");
-    let text = std::fs::read_to_string(&f).unwrap().replace("hostname = \"PHA-{counter:4}\"", "hostname = \"PHARMA-{counter:3}\"");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("hostname = \"PHA-{counter:4}\"", "hostname = \"PHARMA-{counter:3}\"");
     std::fs::write(&f, text).unwrap();
     git(&work, "commit -qam 'pharmacie: nouveau nommage'");
     git(&work, "push -q origin main");
@@ -640,5 +650,64 @@ fn profiles_follow_a_central_repository() {
     let top = git(&central, "log -1 --format='%an|%s' main");
     assert!(top.starts_with("Administrateur parc|add PHARMA-001"), "{top}");
     git(&work, "pull -q origin main");
-    assert!(std::fs::read_to_string(work.join("inventory.csv")).unwrap().contains("52:54:00:ab:cd:01,PHARMA-001,pharmacie"));
+    assert!(std::fs::read_to_string(work.join("inventory.csv"))
+        .unwrap()
+        .contains("52:54:00:ab:cd:01,PHARMA-001,pharmacie"));
+}
+
+/// `parc task watch` follows tasks to their end (exit 0 only if all succeeded) and the live
+/// stream carries progress and journal entries as they happen.
+#[test]
+fn task_watch_and_the_live_stream_follow_an_agent() {
+    let a = appliance("127.0.0.1:0");
+    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
+    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    let (s, r) = a
+        .admin
+        .post("/api/v1/machines", json!({ "mac": "52:54:00:f0:00:01", "department": "urgences", "install": true }));
+    assert_eq!(s, 201, "{r}");
+    let id = r["task"]["id"].as_i64().unwrap().to_string();
+    let stream = std::process::Command::new("curl")
+        .args([
+            "-sSN",
+            "--max-time",
+            "8",
+            "-H",
+            &format!("Authorization: Bearer {}", a.admin.token.as_deref().unwrap()),
+            &format!("{}/api/v1/events/stream", a.srv.url),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch = std::process::Command::new(env!("CARGO_BIN_EXE_parc"))
+        .args(["task", "watch", &id, "--json", "--timeout", "60"])
+        .env("PARC_SERVER", &a.srv.url)
+        .env("PARC_TOKEN", a.admin.token.as_deref().unwrap())
+        .env("PARC_CONFIG", a.dir.path().join("none.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac=52:54:00:f0:00:01'", a.srv.url));
+    let token = script.split("parc.token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let agent = Api::new(&a.srv.url, Some(&token));
+    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": "52:54:00:f0:00:01" })).0, 200);
+    for i in 1..=3u64 {
+        let (s, _) = agent.post(
+            "/api/v1/agent/progress",
+            json!({ "phase": "deploy", "bytes_done": i << 20, "bytes_total": 3u64 << 20 }),
+        );
+        assert_eq!(s, 200);
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+    }
+    let (s, _) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
+    assert_eq!(s, 200);
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["tasks"][0]["state"], "done");
+    let live = String::from_utf8(stream.wait_with_output().unwrap().stdout).unwrap();
+    assert!(live.contains("event: progress") && live.contains("\"bytes_done\":3145728"), "{live}");
+    assert!(live.contains("event: event") && live.contains("\"kind\":\"task.done\""), "{live}");
 }
