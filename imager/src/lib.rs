@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod io;
 
 pub use digest::Digest;
+pub mod agent;
 pub mod blockdev;
 pub mod capture;
 pub mod deploy;

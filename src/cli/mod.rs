@@ -1,5 +1,6 @@
 //! Command-line interface: one module per noun.
 
+mod agent;
 mod client;
 mod config;
 mod department;
@@ -44,6 +45,8 @@ pub enum Cmd {
     Department(department::DepartmentCmd),
     /// Create an API token with a login and password, and save it for later commands.
     Login(client::LoginArgs),
+    /// The agent on a network-booted machine (started by its initramfs).
+    Agent(agent::AgentArgs),
 }
 
 impl Cli {
@@ -53,7 +56,7 @@ impl Cli {
             Cmd::Machine(c) => c.json(),
             Cmd::Task(c) => c.json(),
             Cmd::Department(c) => c.json(),
-            Cmd::Serve(_) | Cmd::Login(_) => false,
+            Cmd::Serve(_) | Cmd::Login(_) | Cmd::Agent(_) => false,
         }
     }
 }
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Task(c) => task::run(c),
         Cmd::Department(c) => department::run(c),
         Cmd::Login(a) => client::login(a),
+        Cmd::Agent(a) => agent::run(a),
     }
 }
 

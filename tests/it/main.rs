@@ -1,5 +1,6 @@
 //! The integration tests: one binary (link time on 2 cores), one module per area.
 
+mod agent;
 mod api;
 mod imaging;
 mod lab;

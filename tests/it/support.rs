@@ -137,8 +137,13 @@ pub fn build_disk(dir: &Path, name: &str, seed: u64) -> TestDisk {
     std::fs::create_dir_all(work.join("root/home/user")).unwrap();
     std::fs::create_dir_all(work.join("esp/EFI/BOOT")).unwrap();
     let mut root_files = Vec::new();
-    let files: [(&str, usize); 4] =
-        [("etc/hostname", 0), ("home/user/data.bin", 6 << 20), ("usr-lib.bin", 3 << 20), ("etc/config", 0)];
+    let files: [(&str, usize); 5] = [
+        ("etc/hostname", 0),
+        ("home/user/data.bin", 6 << 20),
+        ("usr-lib.bin", 3 << 20),
+        ("etc/config", 0),
+        ("etc/os-release", 0),
+    ];
     for (i, (rel, len)) in files.iter().enumerate() {
         let data =
             if *len == 0 { format!("test-{name}-{i}\n").into_bytes() } else { random_bytes(seed + i as u64, *len) };

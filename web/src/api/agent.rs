@@ -329,6 +329,76 @@ pub async fn failed(
     .await
 }
 
+#[derive(Debug, Serialize)]
+pub struct ProfileFile {
+    /// Where it goes on the installed system (`.parc-first-boot` for the first-boot script).
+    pub dest: String,
+    /// Path in the profiles repository.
+    pub source: String,
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// The department's payload files and first-boot script, at the current commit.
+fn profile_files(st: &AppState, t: &Task) -> Result<(String, Vec<ProfileFile>), AppError> {
+    let snap = st.profiles.snapshot();
+    let Some(d) = t.department.as_ref().and_then(|id| snap.departments.get(id)) else {
+        return Ok((snap.commit.clone(), Vec::new()));
+    };
+    let mut out = Vec::new();
+    st.profiles.with_repo(|repo| -> Result<(), AppError> {
+        for dir in &d.payloads {
+            for f in repo.list_files(&snap.commit, dir).map_err(crate::profiles::repo_error)? {
+                out.push(ProfileFile {
+                    source: format!("{}/{}", dir.trim_end_matches('/'), f.path),
+                    dest: f.path,
+                    mode: f.mode & 0o777,
+                    size: f.size,
+                });
+            }
+        }
+        if let Some(script) = &d.first_boot {
+            let bytes = repo.read_file(&snap.commit, script).map_err(crate::profiles::repo_error)?;
+            out.push(ProfileFile {
+                dest: ".parc-first-boot".into(),
+                source: script.clone(),
+                mode: 0o755,
+                size: bytes.len() as u64,
+            });
+        }
+        Ok(())
+    })?;
+    Ok((snap.commit.clone(), out))
+}
+
+pub async fn files(State(st): State<AppState>, AgentTask(t): AgentTask) -> Result<Json<Vec<ProfileFile>>, AppError> {
+    blocking(move || Ok(Json(profile_files(&st, &t)?.1))).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    path: String,
+}
+
+/// One profile file; only files of the task's own department are served.
+pub async fn file(
+    State(st): State<AppState>,
+    AgentTask(t): AgentTask,
+    super::Query(q): super::Query<FileQuery>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    blocking(move || {
+        let (commit, files) = profile_files(&st, &t)?;
+        if !files.iter().any(|f| f.source == q.path) {
+            return Err(AppError::NotFound(format!("{:?} is not a file of this task's department profile", q.path)));
+        }
+        let bytes = st.profiles.with_repo(|r| r.read_file(&commit, &q.path)).map_err(crate::profiles::repo_error)?;
+        Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    })
+    .await
+}
+
 /// The installed system's first boot reports in: the machine is `ready`.
 pub async fn first_boot(
     State(st): State<AppState>,

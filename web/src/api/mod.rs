@@ -44,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/done", post(agent::done))
         .route("/agent/failed", post(agent::failed))
         .route("/agent/first-boot", post(agent::first_boot))
+        .route("/agent/files", get(agent::files))
+        .route("/agent/file", get(agent::file))
 }
 
 /// `Json` whose rejections are `AppError`s: a malformed body is a 400 that says which field

@@ -93,6 +93,9 @@ pub const ROUTES: &[Route] = &[
         query: &[], errors: &[409] },
     Route { method: "post", path: "/agent/failed", tag: "agent", summary: "Task failed, with the reason (and the chunk at fault)", access: Agent,
         body: &[("reason", "string", true, ""), ("chunk", "string", false, "")], query: &[], errors: &[400, 409] },
+    Route { method: "get", path: "/agent/files", tag: "agent", summary: "The department profile's files for the installed system (dest, source, mode, size)", access: Agent, body: &[], query: &[], errors: &[] },
+    Route { method: "get", path: "/agent/file", tag: "agent", summary: "One profile file's bytes", access: Agent, body: &[],
+        query: &[("path", "string", "source path from /agent/files")], errors: &[404] },
     Route { method: "post", path: "/agent/first-boot", tag: "agent", summary: "The installed system booted: the machine is ready", access: Agent, body: &[], query: &[], errors: &[409] },
 ];
 

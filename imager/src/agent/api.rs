@@ -1,0 +1,218 @@
+//! The agent's side of `/api/v1/agent/*`. Transient failures (server restarting, network
+//! hiccup, 5xx) are retried for a while, so a server restarted mid-deploy loses nothing;
+//! a 401 (token superseded) or 409 (task cancelled or ended) is final.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::disk::DiskRule;
+use super::hardware::Hardware;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("{url}: the appliance refused: {status} {message}")]
+    Refused { url: String, status: u16, message: String },
+    #[error("{url}: unreachable for {seconds} s ({reason})")]
+    Unreachable { url: String, seconds: u64, reason: String },
+    #[error("{url}: unexpected answer: {reason}")]
+    BadAnswer { url: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HelloReply {
+    pub known: bool,
+    pub hostname: Option<String>,
+    pub department: Option<String>,
+    pub task: Option<Work>,
+    pub pending_task: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Work {
+    pub id: i64,
+    pub kind: String,
+    pub mac: String,
+    pub hostname: Option<String>,
+    pub department: Option<DepartmentWork>,
+    pub image: Option<ImageRef>,
+    pub replaces: Option<String>,
+    pub profiles_commit: String,
+    pub disk_serial: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DepartmentWork {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub disk: DiskRule,
+    #[serde(default)]
+    pub payloads: Vec<String>,
+    #[serde(default)]
+    pub first_boot: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageRef {
+    pub reference: String,
+    pub digest: Option<String>,
+}
+
+/// A file of the department profile to put on the installed system.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProfileFile {
+    /// Where it goes, relative to the installed system's root.
+    pub dest: String,
+    /// Its path in the profiles repository (what `file` takes).
+    pub source: String,
+    pub mode: u32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProgressReport {
+    pub phase: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub bytes_fetched: u64,
+    pub rate_bps: u64,
+    pub message: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AgentApi {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+    retry_for: Duration,
+}
+
+impl AgentApi {
+    pub fn new(base: &str, token: Option<String>, retry_for: Duration) -> AgentApi {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        AgentApi { base: base.trim_end_matches('/').to_string(), token, agent, retry_for }
+    }
+
+    pub fn set_token(&mut self, token: String) {
+        self.token = Some(token);
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// One request with retries; `body` None is a GET.
+    fn call(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let res = match body {
+                None => self.auth(self.agent.get(&url)).call(),
+                Some(b) => self
+                    .auth(self.agent.post(&url))
+                    .header("Content-Type", "application/json")
+                    .send(&serde_json::to_vec(b).expect("serialisable")[..]),
+            };
+            let reason = match res {
+                Ok(mut r) => {
+                    let status = r.status().as_u16();
+                    let bytes = r.body_mut().with_config().limit(64 << 20).read_to_vec();
+                    match (status, bytes) {
+                        (200..=299, Ok(b)) => return Ok(b),
+                        (s, Ok(b)) if s < 500 && s != 429 => {
+                            let message = serde_json::from_slice::<serde_json::Value>(&b)
+                                .ok()
+                                .and_then(|v| v["error"].as_str().map(str::to_string))
+                                .unwrap_or_else(|| String::from_utf8_lossy(&b).chars().take(300).collect());
+                            return Err(ApiError::Refused { url, status: s, message });
+                        }
+                        (s, Ok(_)) => format!("server answered {s}"),
+                        (_, Err(e)) => format!("reading the answer: {e}"),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() >= self.retry_for {
+                return Err(ApiError::Unreachable { url, seconds: started.elapsed().as_secs(), reason });
+            }
+            tracing::warn!(url = %url, reason = %reason, "appliance unreachable, retrying");
+            sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self, path: &str, body: Option<&serde_json::Value>) -> Result<T, ApiError> {
+        let bytes = self.call(path, body)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadAnswer { url: format!("{}{path}", self.base), reason: e.to_string() })
+    }
+
+    pub fn hello(&self, hw: &Hardware) -> Result<HelloReply, ApiError> {
+        self.json("/api/v1/agent/hello", Some(&serde_json::to_value(hw).expect("serialisable")))
+    }
+
+    /// Reports progress; false when the appliance says stop (task cancelled or ended).
+    pub fn progress(&self, p: &ProgressReport) -> Result<bool, ApiError> {
+        let v: serde_json::Value =
+            self.json("/api/v1/agent/progress", Some(&serde_json::to_value(p).expect("serialisable")))?;
+        Ok(v["continue"].as_bool().unwrap_or(true))
+    }
+
+    pub fn done(
+        &self,
+        verified: bool,
+        image_digest: &str,
+        bytes_fetched: u64,
+        disk: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "verified": verified, "image_digest": image_digest, "bytes_fetched": bytes_fetched, "disk": disk, "message": message });
+        self.call("/api/v1/agent/done", Some(&body)).map(drop)
+    }
+
+    pub fn failed(&self, reason: &str, chunk: Option<&str>) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "reason": reason, "chunk": chunk });
+        self.call("/api/v1/agent/failed", Some(&body)).map(drop)
+    }
+
+    pub fn profile_files(&self) -> Result<Vec<ProfileFile>, ApiError> {
+        self.json("/api/v1/agent/files", None)
+    }
+
+    pub fn profile_file(&self, source: &str) -> Result<Vec<u8>, ApiError> {
+        let mut q = String::new();
+        for b in source.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
+                q.push(b as char);
+            } else {
+                q.push_str(&format!("%{b:02X}"));
+            }
+        }
+        self.call(&format!("/api/v1/agent/file?path={q}"), None)
+    }
+
+    /// A machine that registered asks its boot script again: once a technician queued a task
+    /// for it, the script carries a fresh task token, and no reboot is needed.
+    pub fn poll_task_token(&self, mac: &str) -> Result<Option<String>, ApiError> {
+        let script = self.call(&format!("/boot.ipxe?mac={mac}"), None)?;
+        let script = String::from_utf8_lossy(&script);
+        Ok(script.split("parc.token=").nth(1).and_then(|s| s.split_whitespace().next()).map(str::to_string))
+    }
+}

@@ -1,0 +1,297 @@
+//! The agent: what runs on a network-booted machine. It says hello to the appliance with what
+//! the machine is, receives its task, chooses the disk, deploys the image with verification
+//! (the same `deploy` as `parc image deploy`, fetching over HTTP), applies the department
+//! profile, and reports progress every 2 seconds, then done or failed. It never reports
+//! success without a verified image.
+
+pub mod api;
+pub mod cmdline;
+pub mod disk;
+pub mod hardware;
+pub mod profile;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::deploy::{self, DeployOptions, DeployReport};
+use crate::format::manifest::Manifest;
+use crate::progress::Progress;
+use crate::store::{ChunkSource, HttpStore};
+
+use api::{AgentApi, ApiError, ProgressReport, Work};
+
+/// How often progress is reported (the issue asks for at least every 2 s).
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How long the agent keeps retrying the appliance before giving up on a request.
+pub const RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Where the agent shows what it does: the machine's screen (and serial console).
+pub trait Screen: Sync {
+    fn show(&self, line: &str);
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The kernel command line (from `/proc/cmdline`).
+    pub cmdline: String,
+    /// Root of sysfs/procfs (`/`; a fixture tree in tests).
+    pub root: PathBuf,
+    /// Write this disk instead of choosing one (technicians, tests).
+    pub disk: Option<PathBuf>,
+    /// How often a registered machine asks whether a task was queued for it.
+    pub poll: Duration,
+    /// Scratch directory for mounting the installed system.
+    pub work: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error(transparent)]
+    Cmdline(#[from] cmdline::Missing),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Deploy(#[from] crate::Error),
+    #[error(transparent)]
+    Disk(#[from] disk::NoDisk),
+    #[error("applying the department profile: {0}")]
+    Profile(#[from] profile::ProfileError),
+    #[error("task #{id}: {reason}")]
+    Task { id: i64, reason: String },
+    #[error("the appliance cancelled task #{0}")]
+    Cancelled(i64),
+}
+
+impl AgentError {
+    /// The chunk at fault, when a chunk was.
+    pub fn chunk(&self) -> Option<String> {
+        match self {
+            AgentError::Deploy(crate::Error::ChunkCorrupt { digest, .. }) => Some(digest.to_string()),
+            AgentError::Deploy(crate::Error::Store(crate::store::StoreError::ChunkMissing { digest, .. })) => {
+                Some(digest.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub task: i64,
+    pub hostname: Option<String>,
+    pub report: DeployReport,
+}
+
+/// Counts bytes for the reporter thread.
+#[derive(Debug, Default)]
+struct Meter {
+    phase: Mutex<String>,
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Progress for Meter {
+    fn phase(&self, name: &str, total_bytes: u64) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+        self.total.store(total_bytes, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Runs the agent until its task is done (or failed, reported and returned as an error).
+pub fn run(opts: &AgentOptions, screen: &dyn Screen) -> Result<Outcome, AgentError> {
+    let boot = cmdline::parse(&opts.cmdline)?;
+    let hw = hardware::probe(&opts.root, &boot.mac);
+    screen.show(&format!(
+        "parc agent: {} {} (serial {}), {} MiB RAM, {} disk(s); appliance {}",
+        boot.mac,
+        hw.model.as_deref().unwrap_or("unknown model"),
+        hw.serial.as_deref().unwrap_or("unknown"),
+        hw.memory_bytes >> 20,
+        hw.disks.len(),
+        boot.server
+    ));
+    let mut api = AgentApi::new(&boot.server, boot.token.clone(), RETRY_FOR);
+    let mut reply = api.hello(&hw)?;
+    while reply.task.is_none() {
+        screen.show(&match (reply.known, reply.pending_task) {
+            (_, true) => "a task is waiting for this machine: fetching a fresh token".to_string(),
+            (true, false) => format!(
+                "registered: {} in {}; nothing to do, waiting for a task",
+                reply.hostname.as_deref().unwrap_or("(no hostname yet)"),
+                reply.department.as_deref().unwrap_or("?")
+            ),
+            (false, false) => "registered as a new machine; waiting for a technician to assign it".to_string(),
+        });
+        let mut token = None;
+        while token.is_none() {
+            if !reply.pending_task {
+                std::thread::sleep(opts.poll);
+            }
+            token = api.poll_task_token(&boot.mac)?;
+            reply.pending_task = false;
+        }
+        api.set_token(token.expect("loop ends with a token"));
+        reply = api.hello(&hw)?;
+    }
+    let work = reply.task.expect("loop ends with a task");
+    let result = do_task(&api, &boot, &hw, &work, opts, screen);
+    if let Err(e) = &result {
+        if !matches!(e, AgentError::Cancelled(_)) {
+            let reason = e.to_string();
+            screen.show(&format!("FAILED: {reason}"));
+            // The appliance must know, even if it is restarting right now (retried).
+            if let Err(report) = api.failed(&reason, e.chunk().as_deref()) {
+                screen.show(&format!("could not report the failure: {report}"));
+            }
+        }
+    }
+    result
+}
+
+fn do_task(
+    api: &AgentApi,
+    boot: &cmdline::BootArgs,
+    hw: &hardware::Hardware,
+    work: &Work,
+    opts: &AgentOptions,
+    screen: &dyn Screen,
+) -> Result<Outcome, AgentError> {
+    let task_err = |reason: String| AgentError::Task { id: work.id, reason };
+    screen.show(&format!(
+        "task #{}: {} {} with {}",
+        work.id,
+        work.kind,
+        work.hostname.as_deref().unwrap_or(&work.mac),
+        work.image.as_ref().map(|i| i.reference.as_str()).unwrap_or("-")
+    ));
+    if !matches!(work.kind.as_str(), "install" | "move" | "replace" | "reimage") {
+        return Err(task_err(format!("{} tasks are not supported by this agent yet", work.kind)));
+    }
+    let image = work.image.as_ref().ok_or_else(|| task_err("the task names no image".into()))?;
+    let digest_text = image.digest.as_deref().ok_or_else(|| task_err("the task's image has no digest".into()))?;
+    let store = HttpStore::new(&boot.server, RETRY_FOR);
+    let digest = store.resolve(digest_text).map_err(crate::Error::from)?;
+    let bytes = store.read_manifest(&digest).map_err(crate::Error::from)?;
+    let manifest = Manifest::decode(&bytes, Some(digest)).map_err(crate::Error::from)?;
+    let (target, disk_reason) = match &opts.disk {
+        Some(p) => (p.clone(), format!("{}: given on the agent's command line", p.display())),
+        None => {
+            let rule = work.department.as_ref().map(|d| d.disk.clone()).unwrap_or_default();
+            let c = disk::choose(&hw.disks, &rule, manifest.min_target_size(), work.disk_serial.as_deref())?;
+            (PathBuf::from("/dev").join(&c.disk.name), c.reason)
+        }
+    };
+    screen.show(&format!("disk: {disk_reason}"));
+    let report =
+        |phase: &str, message: Option<String>| ProgressReport { phase: phase.into(), message, ..Default::default() };
+    if !api.progress(&report("disk", Some(disk_reason.clone())))? {
+        return Err(AgentError::Cancelled(work.id));
+    }
+
+    let meter = Arc::new(Meter::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let (meter, stop, cancelled) = (meter.clone(), stop.clone(), cancelled.clone());
+        let api = AgentApi::new(&boot.server, api.token().map(str::to_string), REPORT_EVERY * 5);
+        std::thread::spawn(move || reporter(&api, &meter, &stop, &cancelled))
+    };
+    let disk = crate::blockdev::Disk::open_write(&target, manifest.disk.size)
+        .map_err(|source| crate::Error::Target { path: target.clone(), source })?;
+    let result = deploy::deploy(
+        &store,
+        &image.reference,
+        &manifest,
+        &disk,
+        &target,
+        &DeployOptions { verify: true, seed: None, wipe: false, threads: 0 },
+        meter.as_ref(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    let report = result?;
+    if cancelled.load(Ordering::Relaxed) {
+        return Err(AgentError::Cancelled(work.id));
+    }
+    screen.show(&format!(
+        "image written and verified: {} MiB fetched, {} MiB already in place, {:.1} s",
+        report.bytes_fetched >> 20,
+        report.bytes_skipped >> 20,
+        report.seconds
+    ));
+    if !report.verified_after_write {
+        return Err(task_err("the image was written but the re-read verification did not run".into()));
+    }
+    api.progress(&report_phase("profile", &report))?;
+    let hostname = work.hostname.clone();
+    let applied = profile::apply(
+        api,
+        &target,
+        &manifest,
+        hostname.as_deref().unwrap_or(&work.mac.replace(':', "")),
+        &profile::FirstBoot { server: boot.server.clone(), token: api.token().unwrap_or_default().to_string() },
+        &opts.work,
+    )?;
+    screen.show(&format!(
+        "profile applied on partition {}: hostname {}, {} file(s), first-boot script: {}",
+        applied.root_partition,
+        hostname.as_deref().unwrap_or("-"),
+        applied.files,
+        if applied.first_boot_script { "yes" } else { "no" }
+    ));
+    api.done(
+        report.verified_after_write,
+        &report.digest,
+        report.bytes_fetched,
+        &target.display().to_string(),
+        &format!("profile on partition {}, {} file(s)", applied.root_partition, applied.files),
+    )?;
+    Ok(Outcome { task: work.id, hostname, report })
+}
+
+fn report_phase(phase: &str, r: &DeployReport) -> ProgressReport {
+    ProgressReport {
+        phase: phase.into(),
+        bytes_done: r.image_bytes,
+        bytes_total: r.image_bytes,
+        bytes_fetched: r.bytes_fetched,
+        rate_bps: 0,
+        message: None,
+    }
+}
+
+/// Posts the meter every `REPORT_EVERY` until stopped. A failed report is not fatal (the
+/// next one carries the same counters); "stop" from the appliance is remembered.
+fn reporter(api: &AgentApi, meter: &Meter, stop: &AtomicBool, cancelled: &AtomicBool) {
+    let mut last = (Instant::now(), 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let done = meter.done.load(Ordering::Relaxed);
+        let elapsed = last.0.elapsed().as_secs_f64().max(0.001);
+        let rate = (done.saturating_sub(last.1) as f64 / elapsed) as u64;
+        last = (Instant::now(), done);
+        let p = ProgressReport {
+            phase: meter.phase.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            bytes_done: done,
+            bytes_total: meter.total.load(Ordering::Relaxed),
+            bytes_fetched: 0,
+            rate_bps: rate,
+            message: None,
+        };
+        match api.progress(&p) {
+            Ok(false) => cancelled.store(true, Ordering::Relaxed),
+            Ok(true) => {}
+            Err(e) => tracing::warn!(error = %e, "progress report failed"),
+        }
+        let until = Instant::now() + REPORT_EVERY;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
