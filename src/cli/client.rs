@@ -78,12 +78,7 @@ impl Client {
     }
 
     fn with(base: String, token: Option<String>) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(600)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = parc_imager::store::http::client(Duration::from_secs(600));
         Client { base: base.trim_end_matches('/').to_string(), token, agent }
     }
 

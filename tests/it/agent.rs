@@ -139,22 +139,7 @@ fn agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk() {
     );
 
     // A corrupt chunk: refused, the task failed with the chunk named, never installed.
-    let show = parc_json(&["image", "show", "debian-poste", "--store", a.data.join("store").to_str().unwrap()]);
-    let chunk = show["manifest"]["partitions"][1]["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["sha256"].as_str().unwrap().to_string())
-        .find(|d| {
-            std::fs::metadata(a.data.join("store/chunks").join(&d[..2]).join(format!("{d}.zst"))).unwrap().len()
-                > 100_000
-        })
-        .unwrap();
-    let p = a.data.join("store/chunks").join(&chunk[..2]).join(format!("{chunk}.zst"));
-    let mut b = std::fs::read(&p).unwrap();
-    let n = b.len();
-    b[n - 1000] ^= 1;
-    std::fs::write(&p, b).unwrap();
+    let chunk = corrupt_root_chunk(&a.data.join("store"), "debian-poste");
     let mac2 = "52:54:00:a9:00:02";
     let (s, _) = a.admin.post("/api/v1/machines", json!({ "mac": mac2, "department": "pharmacie", "install": true }));
     assert_eq!(s, 201);

@@ -124,22 +124,7 @@ fn corrupt_chunk_served_over_http_is_refused() {
     let data = dir.path().join("data");
     let store = data.join("store");
     parc_json(&["image", "capture", disk.path.to_str().unwrap(), "--store", store.to_str().unwrap(), "--name", "base"]);
-    let show = parc_json(&["image", "show", "base", "--store", store.to_str().unwrap()]);
-    let chunk = show["manifest"]["partitions"][1]["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["sha256"].as_str().unwrap().to_string())
-        .find(|d| {
-            let p = store.join("chunks").join(&d[..2]).join(format!("{d}.zst"));
-            std::fs::metadata(&p).unwrap().len() > 100_000
-        })
-        .unwrap();
-    let p = store.join("chunks").join(&chunk[..2]).join(format!("{chunk}.zst"));
-    let mut b = std::fs::read(&p).unwrap();
-    let n = b.len();
-    b[n - 1000] ^= 1;
-    std::fs::write(&p, b).unwrap();
+    let chunk = corrupt_root_chunk(&store, "base");
     let srv = start(&data, "127.0.0.1:0");
     let target = dir.path().join("out.raw");
     let out = parc_run(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap()]);

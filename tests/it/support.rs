@@ -282,3 +282,22 @@ pub fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Server {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Flips one bit in a large (> 100 kB stored) chunk of the root partition (partition 2 of the
+/// test disk) of `image` in `store`; returns its digest.
+pub fn corrupt_root_chunk(store: &Path, image: &str) -> String {
+    let show = parc_json(&["image", "show", image, "--store", store.to_str().unwrap()]);
+    let path = |d: &str| store.join("chunks").join(&d[..2]).join(format!("{d}.zst"));
+    let chunk = show["manifest"]["partitions"][1]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sha256"].as_str().unwrap().to_string())
+        .find(|d| std::fs::metadata(path(d)).unwrap().len() > 100_000)
+        .expect("a large chunk in the root partition");
+    let mut b = std::fs::read(path(&chunk)).unwrap();
+    let n = b.len();
+    b[n - 1000] ^= 1;
+    std::fs::write(path(&chunk), b).unwrap();
+    chunk
+}

@@ -93,12 +93,7 @@ pub struct AgentApi {
 
 impl AgentApi {
     pub fn new(base: &str, token: Option<String>, retry_for: Duration) -> AgentApi {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = crate::store::http::client(Duration::from_secs(60));
         AgentApi { base: base.trim_end_matches('/').to_string(), token, agent, retry_for }
     }
 

@@ -27,16 +27,21 @@ enum Attempt<T> {
     Retry(String),
 }
 
+/// An HTTP client for talking to the appliance: short connect timeout (an unreachable
+/// server is retried by the caller), statuses returned rather than turned into errors.
+pub fn client(request_timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(request_timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 impl HttpStore {
     /// `base` is the server URL, e.g. `http://appliance:8080`.
     pub fn new(base: &str, retry_for: Duration) -> HttpStore {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        HttpStore { base: base.trim_end_matches('/').to_string(), agent, retry_for }
+        HttpStore { base: base.trim_end_matches('/').to_string(), agent: client(Duration::from_secs(60)), retry_for }
     }
 
     fn get(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {

@@ -111,27 +111,20 @@ pub struct MachineList {
     pub machines: Vec<MachineView>,
 }
 
-/// Every machine (inventory and discovered), filtered, sorted by hostname then MAC.
-pub fn all_machines(st: &AppState) -> Result<Vec<MachineView>, AppError> {
-    let snap = st.profiles.snapshot();
-    let hw: HashMap<String, MachineState> = st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
-    let tasks: HashMap<String, Task> = st.db.latest_tasks()?.into_iter().map(|t| (t.mac.clone(), t)).collect();
-    let mut out: Vec<MachineView> = snap
-        .inventory
-        .machines()
-        .map(|m| {
-            let mac = m.mac.to_string();
-            view(Some(m), hw.get(&mac), tasks.get(&mac))
-        })
-        .collect();
-    for (mac, h) in &hw {
-        let known = mac.parse().ok().and_then(|m| snap.inventory.get(&m)).is_some();
-        if !known {
-            out.push(view(None, Some(h), tasks.get(mac)));
-        }
+/// One row of the fleet before it becomes a `MachineView`: references only, so filtering
+/// 10,000 machines allocates nothing per machine but the page that is returned.
+struct Row<'a> {
+    mac: String,
+    inv: Option<&'a Machine>,
+    hw: Option<&'a MachineState>,
+    task: Option<&'a Task>,
+    status: &'static str,
+}
+
+impl Row<'_> {
+    fn hostname(&self) -> &str {
+        self.inv.map(|m| m.hostname.as_str()).unwrap_or("")
     }
-    out.sort_by(|a, b| (a.hostname.is_empty(), &a.hostname, &a.mac).cmp(&(b.hostname.is_empty(), &b.hostname, &b.mac)));
-    Ok(out)
 }
 
 pub async fn machines_list(
@@ -143,32 +136,42 @@ pub async fn machines_list(
     blocking(move || {
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
         let needle = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+        let snap = st.profiles.snapshot();
+        let hw: HashMap<String, MachineState> = st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
+        let tasks: HashMap<String, Task> = st.db.latest_tasks()?.into_iter().map(|t| (t.mac.clone(), t)).collect();
+        let mut rows: Vec<Row<'_>> = Vec::with_capacity(snap.inventory.len() + 16);
+        for m in snap.inventory.machines() {
+            let key = m.mac.to_string();
+            let (h, t) = (hw.get(&key), tasks.get(&key));
+            rows.push(Row { inv: Some(m), hw: h, task: t, status: status(Some(m), h, t), mac: key });
+        }
+        for (mac, h) in &hw {
+            if mac.parse().ok().and_then(|m| snap.inventory.get(&m)).is_none() {
+                let t = tasks.get(mac);
+                rows.push(Row { inv: None, hw: Some(h), task: t, status: status(None, Some(h), t), mac: mac.clone() });
+            }
+        }
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have));
-        let all = all_machines(&st)?;
-        let matching: Vec<MachineView> = all
-            .into_iter()
-            .filter(|m| {
-                eq(&q.department, &m.department)
-                    && eq(&q.status, m.status)
-                    && q.image.as_deref().is_none_or(|i| m.image_digest.as_deref().is_some_and(|d| d.starts_with(i)))
-                    && eq(&q.model, m.model.as_deref().unwrap_or(""))
-                    && q.location.as_deref().is_none_or(|l| m.location.to_lowercase().contains(&l.to_lowercase()))
-                    && needle.as_deref().is_none_or(|n| {
-                        [
-                            &m.mac,
-                            &m.hostname,
-                            &m.serial,
-                            &m.asset_tag,
-                            &m.location,
-                            m.model.as_deref().unwrap_or_default(),
-                        ]
-                        .iter()
-                        .any(|f| f.to_lowercase().contains(n))
-                    })
-            })
-            .collect();
-        let total = matching.len();
-        let machines = matching.into_iter().skip(q.offset).take(limit).collect();
+        let contains = |hay: &str, n: &str| hay.to_lowercase().contains(n);
+        rows.retain(|r| {
+            let inv = |f: fn(&Machine) -> &str| r.inv.map(f).unwrap_or("");
+            let model = r.hw.and_then(|h| h.model.as_deref()).unwrap_or("");
+            eq(&q.department, inv(|m| &m.department))
+                && eq(&q.status, r.status)
+                && q.image.as_deref().is_none_or(|i| r.hw.and_then(|h| h.image_digest.as_deref()).is_some_and(|d| d.starts_with(i)))
+                && eq(&q.model, model)
+                && q.location.as_deref().is_none_or(|l| contains(inv(|m| &m.location), &l.to_lowercase()))
+                && needle.as_deref().is_none_or(|n| {
+                    contains(&r.mac, n)
+                        || [inv(|m| &m.hostname), inv(|m| &m.serial), inv(|m| &m.asset_tag), inv(|m| &m.location), model]
+                            .iter()
+                            .any(|f| contains(f, n))
+                        || r.hw.and_then(|h| h.serial.as_deref()).is_some_and(|s| contains(s, n))
+                })
+        });
+        rows.sort_by(|a, b| (a.hostname().is_empty(), a.hostname(), &a.mac).cmp(&(b.hostname().is_empty(), b.hostname(), &b.mac)));
+        let total = rows.len();
+        let machines = rows.iter().skip(q.offset).take(limit).map(|r| view(r.inv, r.hw, r.task)).collect();
         Ok(Json(MachineList { total, offset: q.offset, limit, machines }))
     })
     .await
