@@ -5,8 +5,9 @@
 //! The client boots a Debian kernel with a one-file initramfs whose /init prints a marker and
 //! the kernel command line (which carries what parc's boot script decided) on the serial port.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -120,12 +121,11 @@ fn build_netboot_files() -> PathBuf {
     let build = cache.join(format!("build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&build);
     std::fs::create_dir_all(&build).unwrap();
+    // The same packages iso/build-netboot uses, from the same cache (target/netboot-cache).
     sh(&format!(
         r#"cd {b}
         mkdir -p x root/bin root/proc
-        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{{print $2; exit}}')
-        apt-get download -q "$kpkg" busybox-static >/dev/null 2>&1 || {{ apt-get update -qq && apt-get download -q "$kpkg" busybox-static >/dev/null; }}
-        dpkg-deb -x "$kpkg"_*.deb x; dpkg-deb -x busybox-static_*.deb x
+        for deb in $({top}/iso/fetch-deb {top}/target/netboot-cache kernel busybox-static); do dpkg-deb -x "$deb" x; done
         cp x/boot/vmlinuz-* vmlinuz
         cp x/bin/busybox root/bin/busybox
         printf '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox echo {MARKER} $(/bin/busybox cat /proc/cmdline)\n/bin/busybox poweroff -f\n' > root/init
@@ -133,7 +133,8 @@ fn build_netboot_files() -> PathBuf {
         (cd root && find . | cpio -o -H newc --quiet) | gzip -1 > initrd
         mv initrd vmlinuz {c}/"#,
         b = build.display(),
-        c = cache.display()
+        c = cache.display(),
+        top = env!("CARGO_MANIFEST_DIR"),
     ));
     std::fs::remove_dir_all(&build).unwrap();
     cache
@@ -147,6 +148,32 @@ enum Firmware {
 
 /// Boots one QEMU client on `tap` and returns its serial log once the marker appears.
 fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> String {
+    let done = |text: &str| text.find(MARKER).is_some_and(|at| text[at..].contains('\n'));
+    run_client(lab, tap, mac, fw, 512, work, &[], Duration::from_secs(240), done).log
+}
+
+/// What a client's serial console showed, and when.
+struct ClientRun {
+    log: String,
+    /// For each watched text, the time from QEMU's start to its first appearance.
+    seen: Vec<Option<Duration>>,
+}
+
+/// Boots one QEMU client on `tap` with `mem_mib` of memory until `done(serial log)` holds, then
+/// stops it. Records when each `watch` text first appears. Panics with the serial log when QEMU
+/// exits first (unless `done` then holds) or after `timeout`.
+#[allow(clippy::too_many_arguments)]
+fn run_client(
+    lab: &Lab,
+    tap: &str,
+    mac: &str,
+    fw: Firmware,
+    mem_mib: u32,
+    work: &Path,
+    watch: &[&str],
+    timeout: Duration,
+    mut done: impl FnMut(&str) -> bool,
+) -> ClientRun {
     let log = work.join(format!("{tap}.serial.log"));
     let mut args: Vec<String> = vec![
         "netns".into(),
@@ -156,7 +183,7 @@ fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> St
         "-accel".into(),
         "tcg".into(),
         "-m".into(),
-        "512".into(),
+        mem_mib.to_string(),
         "-display".into(),
         "none".into(),
         "-serial".into(),
@@ -183,28 +210,41 @@ fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> St
             ]);
         }
     }
+    let start = Instant::now();
     let mut child = Command::new("ip").args(&args).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut seen = vec![None; watch.len()];
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
         // The console may deliver a line in pieces: match on the accumulated stream.
-        if text.contains(MARKER) && text[text.find(MARKER).unwrap()..].contains('\n') {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for (w, at) in watch.iter().zip(seen.iter_mut()) {
+            if at.is_none() && text.contains(w) {
+                *at = Some(start.elapsed());
+            }
+        }
+        if done(&text) {
             let _ = child.kill();
             let _ = child.wait();
-            return text;
+            return ClientRun { log: text, seen };
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("QEMU exited ({status}) before the marker; serial log:\n{text}");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if done(&text) {
+                return ClientRun { log: text, seen };
+            }
+            panic!("QEMU exited ({status}) before the client was done; serial log:\n{text}");
         }
-        if Instant::now() > deadline {
+        if start.elapsed() > timeout {
             let _ = child.kill();
-            panic!("no marker within 240 s; serial log:\n{text}");
+            let _ = child.wait();
+            panic!("client not done within {} s; serial log:\n{text}", timeout.as_secs());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
-fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) {
+/// Starts `parc serve` in the server namespace; returns the rest of its stdout (the first
+/// start's admin password follows the "serving" line).
+fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) -> BufReader<ChildStdout> {
     let mut args = vec![
         "netns".to_string(),
         "exec".into(),
@@ -221,10 +261,11 @@ fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) {
     args.extend(mode.iter().map(|s| s.to_string()));
     let mut child = Command::new("ip").args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     assert!(line.contains("parc serving"), "parc serve did not start: {line:?}");
     lab.children.push(child);
+    stdout
 }
 
 fn lab_prereqs(test: &str) -> bool {
@@ -262,7 +303,8 @@ fn boot_once(
     if hospital_dhcp {
         lab.hospital_dhcp();
     }
-    start_parc(&mut lab, &data, parc_mode);
+    // Kept open: parc serve prints its first-start lines after "serving".
+    let _stdout = start_parc(&mut lab, &data, parc_mode);
     let log = boot_client(&lab, "tap0", mac, fw, work.path());
     let line = log.lines().find(|l| l.contains(MARKER)).unwrap().to_string();
     assert!(line.contains(&format!("parc.mac={mac}")), "{line}");
@@ -294,4 +336,139 @@ fn bios_ipxe_boots_through_parc_proxydhcp_beside_hospital_dhcp() {
     // The address came from the hospital's server: parc in proxy mode keeps no leases.
     let leases = work.path().join("data/leases.json");
     assert!(!leases.exists() || !std::fs::read_to_string(&leases).unwrap().contains("52:54:00:77:00:30"));
+}
+
+/// The agent's netboot environment from `iso/build-netboot` in `target/netboot` (scripts/test
+/// builds it before `cargo test`; here it is then only checked, in a few seconds).
+fn agent_environment() -> PathBuf {
+    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = top.join("target/netboot");
+    let mut cmd = Command::new(top.join("iso/build-netboot"));
+    cmd.arg("--out").arg(&out);
+    // This test process carries cargo's variables for the `parc` package: keep them out of the
+    // nested cargo build (some build scripts rebuild when their environment changes).
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+            cmd.env_remove(k);
+        }
+    }
+    let started = Instant::now();
+    let status = cmd.status().expect("run iso/build-netboot");
+    assert!(status.success(), "iso/build-netboot failed ({status})");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "iso/build-netboot: {:.1} s", started.elapsed().as_secs_f64());
+    out
+}
+
+/// `curl` in the server's namespace (the API listens on the lab network only).
+fn lab_curl(lab: &Lab, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.srv, "curl", "-sS", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The real agent environment (Debian kernel, busybox, workstation modules, the static parc)
+/// booted by SeaBIOS + iPXE through `parc serve` in DHCP mode: the banner, virtio_net, a lease
+/// on the lab network, then the agent in register mode making the unknown machine "discovered".
+#[test]
+fn netboot_environment_boots_to_the_agent() {
+    let test = "netboot_environment_boots_to_the_agent";
+    if !lab_prereqs(test) || !have("zstd", "zstd") || !have("depmod", "kmod") || !have("curl", "curl") {
+        return;
+    }
+    // `parc agent` is written in parallel with this environment. Until the binary has the
+    // subcommand, /init must say so and give a rescue shell (never a kernel panic); once it
+    // has it, the machine must register. Decided from `parc --help`, the same source the
+    // static binary in the initrd is built from.
+    let help = String::from_utf8(parc().arg("--help").output().unwrap().stdout).unwrap();
+    let has_agent = help.lines().any(|l| l.split_whitespace().next() == Some("agent"));
+
+    let files = agent_environment();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir_all(data.join("netboot")).unwrap();
+    for f in ["vmlinuz", "initrd"] {
+        std::fs::copy(files.join(f), data.join("netboot").join(f)).unwrap();
+    }
+    let mut lab = Lab::new("n");
+    lab.tap("tap0");
+    let mut stdout = start_parc(&mut lab, &data, DHCP_MODE);
+    let password = (0..5)
+        .find_map(|_| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.split("password ").nth(1).map(|p| p.trim().to_string())
+        })
+        .expect("parc serve printed no admin password");
+    let api = format!("http://{SERVER_IP}:8080/api/v1");
+    let token: serde_json::Value = serde_json::from_str(&lab_curl(
+        &lab,
+        &[
+            "-u",
+            &format!("admin:{password}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"name":"lab"}"#,
+            &format!("{api}/tokens"),
+        ],
+    ))
+    .expect("POST /api/v1/tokens answers JSON");
+    let auth = format!("Authorization: Bearer {}", token["token"].as_str().expect("a token"));
+
+    let mac = "52:54:00:77:00:40";
+    const BANNER: &str = "parc agent environment";
+    const LEASE: &str = "eth0: DHCP lease 10.77.0.";
+    const GAVE_UP: [&str; 3] = ["agent missing", "the parc agent exited", "(parc rescue)"];
+    let mut status = String::new();
+    let (started, mut registered) = (Instant::now(), None);
+    let run = run_client(
+        &lab,
+        "tap0",
+        mac,
+        Firmware::Bios,
+        1024,
+        work.path(),
+        &[BANNER, LEASE],
+        Duration::from_secs(300),
+        |log| {
+            if has_agent {
+                if log.contains(LEASE) {
+                    let m = lab_curl(&lab, &["-H", &auth, &format!("{api}/machines/{mac}")]);
+                    status = serde_json::from_str::<serde_json::Value>(&m)
+                        .ok()
+                        .and_then(|m| m["status"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    if status == "discovered" {
+                        registered = Some(started.elapsed());
+                    }
+                }
+                status == "discovered" || GAVE_UP.iter().any(|g| log.contains(g))
+            } else {
+                log.find("agent missing").is_some_and(|at| log[at..].contains("(parc rescue)"))
+            }
+        },
+    );
+    let log = &run.log;
+    let secs = |d: Option<Duration>| d.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or("never".into());
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "netboot environment (TCG): QEMU start to banner {}, to DHCP lease {}, to registered {}",
+        secs(run.seen[0]),
+        secs(run.seen[1]),
+        secs(registered)
+    );
+    assert!(log.contains(BANNER), "no banner; serial log:\n{log}");
+    let modules = log.lines().find(|l| l.contains("parc: modules loaded:")).unwrap_or_default();
+    assert!(modules.split_whitespace().any(|m| m == "virtio_net"), "virtio_net not loaded; serial log:\n{log}");
+    assert!(log.contains(LEASE), "no DHCP lease on the lab network; serial log:\n{log}");
+    if has_agent {
+        assert_eq!(status, "discovered", "the agent did not register {mac}; serial log:\n{log}");
+    } else {
+        assert!(log.contains("agent missing"), "serial log:\n{log}");
+    }
 }
