@@ -27,12 +27,29 @@ pub struct AgentArgs {
     poll_secs: u64,
 }
 
-/// The console: every line also goes to the log.
-struct Console;
+/// The console: stdout (the kernel's last `console=`, the serial port in the lab), the
+/// machine's screen (tty1) when that is another device, and the log.
+struct Console {
+    screen: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+impl Console {
+    fn new() -> Console {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = |p: &str| std::fs::metadata(p).map(|m| m.rdev()).ok();
+        let same = rdev("/dev/tty1").is_some() && rdev("/dev/tty1") == rdev("/proc/self/fd/1");
+        let screen = if same { None } else { std::fs::OpenOptions::new().write(true).open("/dev/tty1").ok() };
+        Console { screen: screen.map(std::sync::Mutex::new) }
+    }
+}
 
 impl Screen for Console {
     fn show(&self, line: &str) {
+        use std::io::Write;
         println!("{line}");
+        if let Some(s) = &self.screen {
+            let _ = writeln!(s.lock().unwrap_or_else(|p| p.into_inner()), "{line}\r");
+        }
         tracing::info!("{line}");
     }
 }
@@ -49,7 +66,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         poll: Duration::from_secs(a.poll_secs.max(1)),
         work: std::env::temp_dir().join("parc-agent"),
     };
-    let console = Console;
+    let console = Console::new();
     let result = agent::run(&opts, &console);
     let code = match &result {
         Ok(o) => {
