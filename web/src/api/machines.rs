@@ -137,7 +137,8 @@ pub async fn machines_list(
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);
         let needle = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
         let snap = st.profiles.snapshot();
-        let hw: HashMap<String, MachineState> = st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
+        let hw: HashMap<String, MachineState> =
+            st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
         let tasks: HashMap<String, Task> = st.db.latest_tasks()?.into_iter().map(|t| (t.mac.clone(), t)).collect();
         let mut rows: Vec<Row<'_>> = Vec::with_capacity(snap.inventory.len() + 16);
         for m in snap.inventory.machines() {
@@ -158,18 +159,28 @@ pub async fn machines_list(
             let model = r.hw.and_then(|h| h.model.as_deref()).unwrap_or("");
             eq(&q.department, inv(|m| &m.department))
                 && eq(&q.status, r.status)
-                && q.image.as_deref().is_none_or(|i| r.hw.and_then(|h| h.image_digest.as_deref()).is_some_and(|d| d.starts_with(i)))
+                && q.image
+                    .as_deref()
+                    .is_none_or(|i| r.hw.and_then(|h| h.image_digest.as_deref()).is_some_and(|d| d.starts_with(i)))
                 && eq(&q.model, model)
                 && q.location.as_deref().is_none_or(|l| contains(inv(|m| &m.location), &l.to_lowercase()))
                 && needle.as_deref().is_none_or(|n| {
                     contains(&r.mac, n)
-                        || [inv(|m| &m.hostname), inv(|m| &m.serial), inv(|m| &m.asset_tag), inv(|m| &m.location), model]
-                            .iter()
-                            .any(|f| contains(f, n))
+                        || [
+                            inv(|m| &m.hostname),
+                            inv(|m| &m.serial),
+                            inv(|m| &m.asset_tag),
+                            inv(|m| &m.location),
+                            model,
+                        ]
+                        .iter()
+                        .any(|f| contains(f, n))
                         || r.hw.and_then(|h| h.serial.as_deref()).is_some_and(|s| contains(s, n))
                 })
         });
-        rows.sort_by(|a, b| (a.hostname().is_empty(), a.hostname(), &a.mac).cmp(&(b.hostname().is_empty(), b.hostname(), &b.mac)));
+        rows.sort_by(|a, b| {
+            (a.hostname().is_empty(), a.hostname(), &a.mac).cmp(&(b.hostname().is_empty(), b.hostname(), &b.mac))
+        });
         let total = rows.len();
         let machines = rows.iter().skip(q.offset).take(limit).map(|r| view(r.inv, r.hw, r.task)).collect();
         Ok(Json(MachineList { total, offset: q.offset, limit, machines }))
