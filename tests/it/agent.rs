@@ -157,3 +157,66 @@ fn agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk() {
     assert!(head[..MIB as usize].iter().all(|&x| x == 0), "a failed deploy leaves the boot area zeroed");
     drop(Api::new(&a.srv.url, None));
 }
+
+/// A machine nobody declared boots the agent in register mode, shows up as discovered, and
+/// picks up the install a technician then queues for it, without a reboot.
+#[test]
+fn registered_machine_picks_up_the_task_queued_for_it() {
+    if !root_or_skip("registered_machine_picks_up_the_task_queued_for_it") {
+        return;
+    }
+    let a = appliance("127.0.0.1:0");
+    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
+    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    let disk = build_disk(a.dir.path(), "poste", 43);
+    parc_json(&[
+        "image",
+        "capture",
+        disk.path.to_str().unwrap(),
+        "--store",
+        a.data.join("store").to_str().unwrap(),
+        "--name",
+        "debian-poste",
+    ]);
+    let mac = "52:54:00:a9:00:07";
+    let target = loop_device(&a.dir.path().join("target.raw"), DISK_LEN);
+    let cmdline = a.dir.path().join("cmdline");
+    std::fs::write(&cmdline, format!("parc.server={} parc.mac={mac} parc.mode=register\n", a.srv.url)).unwrap();
+    // `timeout`: an agent that never sees its task must fail the test, not hang it.
+    let child = Command::new("timeout")
+        .args([
+            "120",
+            env!("CARGO_BIN_EXE_parc"),
+            "agent",
+            "--cmdline-file",
+            cmdline.to_str().unwrap(),
+            "--disk",
+            &target.0,
+            "--no-reboot",
+            "--poll-secs",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = String::new();
+    for _ in 0..50 {
+        let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+        status = m["status"].as_str().unwrap_or("").to_string();
+        if status == "discovered" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(status, "discovered");
+    let (s, r) = a.admin.post(&format!("/api/v1/machines/{mac}/install"), json!({ "department": "pharmacie" }));
+    assert_eq!(s, 200, "{r}");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("registered as a new machine") && log.contains("task #"), "{log}");
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert_eq!(m["status"], "installed");
+    assert_eq!(m["hostname"], "PHA-0001");
+    assert_eq!(root_file(&target.0, "/etc/hostname"), "PHA-0001\n");
+}
