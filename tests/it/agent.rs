@@ -54,25 +54,32 @@ fn root_file(disk: &str, path: &str) -> String {
     ))
 }
 
-#[test]
-fn agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk() {
-    if !root_or_skip("agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk") {
-        return;
-    }
+/// An appliance whose departments' image `debian-poste` is a real GPT disk (ESP, ext4 root
+/// with os-release, swap), with agent files in place so boot scripts carry task tokens.
+fn appliance_with_disk_image(seed: u64) -> (Appliance, serde_json::Value) {
     let a = appliance("127.0.0.1:0");
     std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
     std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
-    // The departments' image is a real GPT disk: ESP, ext4 root with os-release, swap.
-    let disk = build_disk(a.dir.path(), "poste", 41);
+    let disk = build_disk(a.dir.path(), "poste", seed);
+    let store = a.data.join("store");
     let c = parc_json(&[
         "image",
         "capture",
         disk.path.to_str().unwrap(),
         "--store",
-        a.data.join("store").to_str().unwrap(),
+        store.to_str().unwrap(),
         "--name",
         "debian-poste",
     ]);
+    (a, c)
+}
+
+#[test]
+fn agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk() {
+    if !root_or_skip("agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk") {
+        return;
+    }
+    let (a, c) = appliance_with_disk_image(41);
     let digest = c["digest"].as_str().unwrap().to_string();
 
     let mac = "52:54:00:a9:00:01";
@@ -165,19 +172,7 @@ fn registered_machine_picks_up_the_task_queued_for_it() {
     if !root_or_skip("registered_machine_picks_up_the_task_queued_for_it") {
         return;
     }
-    let a = appliance("127.0.0.1:0");
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
-    let disk = build_disk(a.dir.path(), "poste", 43);
-    parc_json(&[
-        "image",
-        "capture",
-        disk.path.to_str().unwrap(),
-        "--store",
-        a.data.join("store").to_str().unwrap(),
-        "--name",
-        "debian-poste",
-    ]);
+    let (a, _) = appliance_with_disk_image(43);
     let mac = "52:54:00:a9:00:07";
     let target = loop_device(&a.dir.path().join("target.raw"), DISK_LEN);
     let cmdline = a.dir.path().join("cmdline");
