@@ -225,13 +225,7 @@ impl Ctx<'_> {
 
     fn no_active_task(&self, mac: &Mac) -> Result<(), AppError> {
         if let Some(t) = self.st.db.active_task(&mac.to_string())? {
-            return Err(AppError::Conflict(format!(
-                "machine {mac} already has task #{} ({}, {}) created by {}; cancel it first",
-                t.id,
-                t.kind.as_str(),
-                t.state.as_str(),
-                t.created_by
-            )));
+            return Err(AppError::Conflict(t.busy_message()));
         }
         Ok(())
     }
@@ -269,9 +263,10 @@ impl Ctx<'_> {
         if d.hostname.uses_serial() && serial.is_empty() {
             return Ok(String::new());
         }
-        let counter = d
-            .hostname
-            .next_counter(inv.machines().filter(|m| m.status == MachineStatus::Active).map(|m| m.hostname.as_str()));
+        // The machine's own current name does not count: it may be leaving this naming scheme.
+        let counter = d.hostname.next_counter(
+            inv.machines().filter(|m| m.status == MachineStatus::Active && m.mac != *mac).map(|m| m.hostname.as_str()),
+        );
         d.hostname
             .render(counter, Some(&serial).filter(|s| !s.is_empty()).map(String::as_str), mac)
             .map_err(|e| AppError::Conflict(format!("{}: hostname pattern {}: {e}", d.file, d.hostname.as_str())))
@@ -368,11 +363,7 @@ impl Ctx<'_> {
                 let d = self.department(department)?;
                 let from = std::mem::replace(&mut m.department, d.id.clone());
                 let old_name = display_name(&m);
-                // The old name belongs to the old department's naming scheme.
-                let mut probe = inv.clone();
-                m.hostname.clear();
-                probe.upsert(m.clone()).map_err(|p| AppError::Conflict(p.reason))?;
-                m.hostname = self.hostname_for(&probe, d, &m.mac, &m.serial)?;
+                m.hostname = self.hostname_for(inv, d, &m.mac, &m.serial)?;
                 let task = self.task(TaskKind::Move, &m, Some(d))?;
                 let summary = format!(
                     "move {old_name} ({}) from {from} to {}, new hostname {}",

@@ -38,6 +38,20 @@ macro_rules! text_enum {
 text_enum!(TaskKind { Install = "install", Move = "move", Replace = "replace", Reimage = "reimage", Capture = "capture" });
 text_enum!(TaskState { Queued = "queued", Running = "running", Done = "done", Failed = "failed", Cancelled = "cancelled" });
 
+impl Task {
+    /// Why this task stands in the way of another one on the same machine.
+    pub fn busy_message(&self) -> String {
+        format!(
+            "machine {} already has task #{} ({}, {}) created by {}; cancel it first",
+            self.mac,
+            self.id,
+            self.kind.as_str(),
+            self.state.as_str(),
+            self.created_by
+        )
+    }
+}
+
 impl TaskState {
     pub fn is_active(self) -> bool {
         matches!(self, TaskState::Queued | TaskState::Running)
@@ -184,14 +198,7 @@ impl Db {
                 drop(conn);
                 let active = self.active_task(&t.mac)?;
                 Err(DbError::Conflict(match active {
-                    Some(a) => format!(
-                        "machine {} already has task #{} ({}, {}) created by {}; cancel it first",
-                        t.mac,
-                        a.id,
-                        a.kind.as_str(),
-                        a.state.as_str(),
-                        a.created_by
-                    ),
+                    Some(a) => a.busy_message(),
                     None => format!("machine {} already has an active task", t.mac),
                 }))
             }
