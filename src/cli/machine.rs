@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
+use parc_web::bulk::BulkOp;
 use serde_json::{json, Value};
 
 use super::client::{enc, print_json, with_query, Client, ServerArgs};
@@ -205,7 +206,7 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
             report_one(&a.server, &r)
         }
         MachineCmd::Install(a) => match a.from_csv {
-            Some(f) => bulk(&a.server, "install", &f, &["machine"], &["department"], a.why.reason),
+            Some(f) => bulk(&a.server, BulkOp::Install, &f, a.why.reason),
             None => action(
                 &a.server,
                 a.machine.as_deref().expect("clap"),
@@ -215,7 +216,7 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
             ),
         },
         MachineCmd::Move(a) => match a.from_csv {
-            Some(f) => bulk(&a.server, "move", &f, &["machine", "department"], &[], a.why.reason),
+            Some(f) => bulk(&a.server, BulkOp::Move, &f, a.why.reason),
             None => action(
                 &a.server,
                 a.machine.as_deref().expect("clap"),
@@ -225,7 +226,7 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
             ),
         },
         MachineCmd::Replace(a) => match a.from_csv {
-            Some(f) => bulk(&a.server, "replace", &f, &["machine", "with"], &["asset_tag"], a.why.reason),
+            Some(f) => bulk(&a.server, BulkOp::Replace, &f, a.why.reason),
             None => action(
                 &a.server,
                 a.machine.as_deref().expect("clap"),
@@ -298,63 +299,9 @@ fn outcome_line(o: &Value) -> String {
     }
 }
 
-/// Reads a CSV of operations: the header names the columns (`mac` is accepted for `machine`).
-fn read_ops_csv(path: &Path, op: &str, required: &[&str], optional: &[&str]) -> Result<Vec<Value>> {
-    let mut r = csv::ReaderBuilder::new()
-        .comment(Some(b'#'))
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let headers: Vec<String> = r
-        .headers()
-        .with_context(|| format!("{}: reading the header row", path.display()))?
-        .iter()
-        .map(|h| if h.eq_ignore_ascii_case("mac") { "machine".to_string() } else { h.to_lowercase() })
-        .collect();
-    for want in required {
-        if !headers.iter().any(|h| h == want) {
-            bail!(
-                "{}: the header row has no column {want:?} (expected {})",
-                path.display(),
-                [required, optional].concat().join(",")
-            );
-        }
-    }
-    if let Some(h) = headers.iter().find(|h| !required.contains(&h.as_str()) && !optional.contains(&h.as_str())) {
-        bail!("{}: unknown column {h:?} (expected {})", path.display(), [required, optional].concat().join(","));
-    }
-    let mut ops = Vec::new();
-    for rec in r.records() {
-        let rec = rec.with_context(|| format!("{}: malformed CSV", path.display()))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let mut o = json!({ "op": op });
-        for (h, v) in headers.iter().zip(rec.iter()) {
-            if !v.is_empty() {
-                o[h.as_str()] = v.into();
-            }
-        }
-        for want in required {
-            if o.get(*want).is_none() {
-                bail!("{} line {line}: {want} is empty", path.display());
-            }
-        }
-        ops.push(o);
-    }
-    if ops.is_empty() {
-        bail!("{}: no machines listed", path.display());
-    }
-    Ok(ops)
-}
-
-fn bulk(
-    server: &ServerArgs,
-    op: &str,
-    path: &Path,
-    required: &[&str],
-    optional: &[&str],
-    reason: Option<String>,
-) -> Result<ExitCode> {
-    let ops = read_ops_csv(path, op, required, optional)?;
+fn bulk(server: &ServerArgs, op: BulkOp, path: &Path, reason: Option<String>) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ops = parc_web::bulk::parse_ops(&text, op).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let c = Client::new(server)?;
     let r = c.post("/batch", &strip_nulls(json!({ "operations": ops, "reason": reason })))?;
     let failed = r["failed"].as_u64().unwrap_or(0);

@@ -1,12 +1,14 @@
 //! parc-web: the appliance's HTTP server. Chunks and manifests for deploys (immutable,
 //! cacheable by any HTTP cache in front of a remote site), the per-machine boot script, the
 //! JSON API for technicians' tools and for agents (`/api/v1`, described by
-//! `/api/v1/openapi.json`); the console comes with the console issue.
+//! `/api/v1/openapi.json`), and the technicians' web console under `/` (`console/`).
 
 mod api;
 mod auth;
 mod boot;
+pub mod bulk;
 mod chunks;
+mod console;
 pub mod db;
 mod error;
 pub mod ops;
@@ -137,6 +139,7 @@ pub fn app(state: AppState) -> Router {
         .route("/boot.ipxe", get(boot::boot_script))
         .route("/netboot/{file}", get(boot::netboot_file))
         .nest("/api/v1", api::routes())
+        .merge(console::routes())
         .with_state(state)
 }
 

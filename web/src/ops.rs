@@ -570,6 +570,22 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Runs `ops` for `caller`. Blocking: call from a blocking thread.
 pub fn run(st: &AppState, caller: &Caller, ops: &[Op], reason: Option<&str>) -> Result<RunReport, AppError> {
+    execute(st, caller, ops, reason, false)
+}
+
+/// What `run` would do now, operation by operation, without committing, queuing or
+/// journaling anything (the console's preview of a bulk operation). Blocking.
+pub fn preview(st: &AppState, caller: &Caller, ops: &[Op], reason: Option<&str>) -> Result<RunReport, AppError> {
+    execute(st, caller, ops, reason, true)
+}
+
+fn execute(
+    st: &AppState,
+    caller: &Caller,
+    ops: &[Op],
+    reason: Option<&str>,
+    dry_run: bool,
+) -> Result<RunReport, AppError> {
     let _serial = st.ops_lock.lock().unwrap_or_else(|p| p.into_inner());
     let login = caller.login().to_string();
     let batch = (ops.len() > 1).then(|| format!("b{}", crate::db::now_ms()));
@@ -593,11 +609,15 @@ pub fn run(st: &AppState, caller: &Caller, ops: &[Op], reason: Option<&str>) -> 
         }
         let lines: Vec<&str> =
             plans.iter().flatten().filter(|p| p.commits && !p.summary.is_empty()).map(|p| p.summary.as_str()).collect();
-        if lines.is_empty() {
+        if lines.is_empty() || dry_run {
             return Ok(((), None));
         }
         Ok(((), Some(commit_message(&lines, caller, reason, batch.as_deref()))))
     })?;
+    if dry_run {
+        let succeeded = outcomes.iter().filter(|o| o.ok).count();
+        return Ok(RunReport { commit: None, batch, succeeded, failed: outcomes.len() - succeeded, results: outcomes });
+    }
     // The inventory is committed: now queue tasks and journal, in request order.
     for (i, plan) in plans.iter().enumerate() {
         let Some(plan) = plan else { continue };

@@ -43,6 +43,7 @@ pub async fn events_list(
         };
         let query = EventQuery {
             after: q.after,
+            before: None,
             mac,
             task_id: q.task,
             actor: q.actor,
@@ -60,6 +61,11 @@ pub async fn events_stream(
     caller: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, AppError> {
     caller.require(Role::Readonly)?;
+    Ok(live_stream(&st))
+}
+
+/// The live stream for one reader (API clients and the console's pages).
+pub(crate) fn live_stream(st: &AppState) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = st.live.subscribe();
     let s = stream::unfold(rx, |mut rx| async move {
         let ev = match rx.recv().await {
@@ -78,7 +84,7 @@ pub async fn events_stream(
         };
         Some((Ok(ev), rx))
     });
-    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+    Sse::new(s).keep_alive(KeepAlive::default())
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,7 +31,7 @@ pub struct DepartmentView {
     pub problems: Vec<Problem>,
 }
 
-fn department_view(st: &AppState, d: &Department, problems: &[Problem]) -> DepartmentView {
+pub(crate) fn department_view(st: &AppState, d: &Department, problems: &[Problem]) -> DepartmentView {
     let snap = st.profiles.snapshot();
     DepartmentView {
         id: d.id.clone(),
@@ -55,7 +55,7 @@ fn department_view(st: &AppState, d: &Department, problems: &[Problem]) -> Depar
     }
 }
 
-fn all_problems(st: &AppState) -> Vec<Problem> {
+pub(crate) fn all_problems(st: &AppState) -> Vec<Problem> {
     st.profiles.problems(|image| st.store.resolve(image).is_ok())
 }
 

@@ -92,15 +92,15 @@ pub fn view(inv: Option<&Machine>, hw: Option<&MachineState>, last: Option<&Task
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Free text: MAC, hostname, serial, asset tag, location, model (case-insensitive).
-    q: Option<String>,
-    department: Option<String>,
-    status: Option<String>,
-    image: Option<String>,
-    model: Option<String>,
-    location: Option<String>,
+    pub q: Option<String>,
+    pub department: Option<String>,
+    pub status: Option<String>,
+    pub image: Option<String>,
+    pub model: Option<String>,
+    pub location: Option<String>,
     #[serde(default)]
-    offset: usize,
-    limit: Option<usize>,
+    pub offset: usize,
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,59 +133,55 @@ pub async fn machines_list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<MachineList>, AppError> {
     caller.require(Role::Readonly)?;
-    blocking(move || {
-        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-        let needle = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
-        let snap = st.profiles.snapshot();
-        let hw: HashMap<String, MachineState> =
-            st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
-        let tasks: HashMap<String, Task> = st.db.latest_tasks()?.into_iter().map(|t| (t.mac.clone(), t)).collect();
-        let mut rows: Vec<Row<'_>> = Vec::with_capacity(snap.inventory.len() + 16);
-        for m in snap.inventory.machines() {
-            let key = m.mac.to_string();
-            let (h, t) = (hw.get(&key), tasks.get(&key));
-            rows.push(Row { inv: Some(m), hw: h, task: t, status: status(Some(m), h, t), mac: key });
+    blocking(move || Ok(Json(list(&st, &q)?))).await
+}
+
+/// The fleet filtered, sorted by hostname and paged (the API's listing and the console's).
+/// Blocking.
+pub(crate) fn list(st: &AppState, q: &ListQuery) -> Result<MachineList, AppError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let needle = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+    let snap = st.profiles.snapshot();
+    let hw: HashMap<String, MachineState> = st.db.machine_states()?.into_iter().map(|m| (m.mac.clone(), m)).collect();
+    let tasks: HashMap<String, Task> = st.db.latest_tasks()?.into_iter().map(|t| (t.mac.clone(), t)).collect();
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(snap.inventory.len() + 16);
+    for m in snap.inventory.machines() {
+        let key = m.mac.to_string();
+        let (h, t) = (hw.get(&key), tasks.get(&key));
+        rows.push(Row { inv: Some(m), hw: h, task: t, status: status(Some(m), h, t), mac: key });
+    }
+    for (mac, h) in &hw {
+        if mac.parse().ok().and_then(|m| snap.inventory.get(&m)).is_none() {
+            let t = tasks.get(mac);
+            rows.push(Row { inv: None, hw: Some(h), task: t, status: status(None, Some(h), t), mac: mac.clone() });
         }
-        for (mac, h) in &hw {
-            if mac.parse().ok().and_then(|m| snap.inventory.get(&m)).is_none() {
-                let t = tasks.get(mac);
-                rows.push(Row { inv: None, hw: Some(h), task: t, status: status(None, Some(h), t), mac: mac.clone() });
-            }
-        }
-        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have));
-        let contains = |hay: &str, n: &str| hay.to_lowercase().contains(n);
-        rows.retain(|r| {
-            let inv = |f: fn(&Machine) -> &str| r.inv.map(f).unwrap_or("");
-            let model = r.hw.and_then(|h| h.model.as_deref()).unwrap_or("");
-            eq(&q.department, inv(|m| &m.department))
-                && eq(&q.status, r.status)
-                && q.image
-                    .as_deref()
-                    .is_none_or(|i| r.hw.and_then(|h| h.image_digest.as_deref()).is_some_and(|d| d.starts_with(i)))
-                && eq(&q.model, model)
-                && q.location.as_deref().is_none_or(|l| contains(inv(|m| &m.location), &l.to_lowercase()))
-                && needle.as_deref().is_none_or(|n| {
-                    contains(&r.mac, n)
-                        || [
-                            inv(|m| &m.hostname),
-                            inv(|m| &m.serial),
-                            inv(|m| &m.asset_tag),
-                            inv(|m| &m.location),
-                            model,
-                        ]
+    }
+    let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have));
+    let contains = |hay: &str, n: &str| hay.to_lowercase().contains(n);
+    rows.retain(|r| {
+        let inv = |f: fn(&Machine) -> &str| r.inv.map(f).unwrap_or("");
+        let model = r.hw.and_then(|h| h.model.as_deref()).unwrap_or("");
+        eq(&q.department, inv(|m| &m.department))
+            && eq(&q.status, r.status)
+            && q.image
+                .as_deref()
+                .is_none_or(|i| r.hw.and_then(|h| h.image_digest.as_deref()).is_some_and(|d| d.starts_with(i)))
+            && eq(&q.model, model)
+            && q.location.as_deref().is_none_or(|l| contains(inv(|m| &m.location), &l.to_lowercase()))
+            && needle.as_deref().is_none_or(|n| {
+                contains(&r.mac, n)
+                    || [inv(|m| &m.hostname), inv(|m| &m.serial), inv(|m| &m.asset_tag), inv(|m| &m.location), model]
                         .iter()
                         .any(|f| contains(f, n))
-                        || r.hw.and_then(|h| h.serial.as_deref()).is_some_and(|s| contains(s, n))
-                })
-        });
-        rows.sort_by(|a, b| {
-            (a.hostname().is_empty(), a.hostname(), &a.mac).cmp(&(b.hostname().is_empty(), b.hostname(), &b.mac))
-        });
-        let total = rows.len();
-        let machines = rows.iter().skip(q.offset).take(limit).map(|r| view(r.inv, r.hw, r.task)).collect();
-        Ok(Json(MachineList { total, offset: q.offset, limit, machines }))
-    })
-    .await
+                    || r.hw.and_then(|h| h.serial.as_deref()).is_some_and(|s| contains(s, n))
+            })
+    });
+    rows.sort_by(|a, b| {
+        (a.hostname().is_empty(), a.hostname(), &a.mac).cmp(&(b.hostname().is_empty(), b.hostname(), &b.mac))
+    });
+    let total = rows.len();
+    let machines = rows.iter().skip(q.offset).take(limit).map(|r| view(r.inv, r.hw, r.task)).collect();
+    Ok(MachineList { total, offset: q.offset, limit, machines })
 }
 
 #[derive(Debug, Serialize)]
@@ -206,30 +202,8 @@ pub async fn machine_show(
 ) -> Result<Response, AppError> {
     caller.require(Role::Readonly)?;
     blocking(move || {
-        let snap = st.profiles.snapshot();
-        let inv = ops::find(&snap.inventory, &id).cloned();
-        let mac = match &inv {
-            Some(m) => m.mac.to_string(),
-            None => match id.parse::<parc_profiles::Mac>() {
-                Ok(m) => m.to_string(),
-                Err(_) => return Err(AppError::NotFound(format!("no machine {id:?}"))),
-            },
-        };
-        let hw = st.db.machine_state(&mac)?;
-        if inv.is_none() && hw.is_none() {
-            return Err(AppError::NotFound(format!(
-                "no machine {id:?} in the inventory, and no agent has reported it"
-            )));
-        }
-        let tasks = st.db.tasks(&TaskQuery { mac: Some(mac.clone()), limit: 50, ..Default::default() })?;
-        let events = st.db.events(&EventQuery { mac: Some(mac.clone()), limit: 100, ..Default::default() })?;
-        let history = match &inv {
-            Some(m) => st.profiles.with_repo(|r| r.machine_history(&m.mac, 500)).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let machine = view(inv.as_ref(), hw.as_ref(), tasks.first());
-        let etag = machine.etag.clone();
-        let detail = MachineDetail { machine, disks: hw.map(|h| h.disks).unwrap_or_default(), tasks, events, history };
+        let detail = detail(&st, &id)?;
+        let etag = detail.machine.etag.clone();
         let mut resp = Json(detail).into_response();
         if let Some(e) = etag {
             resp.headers_mut().insert(header::ETAG, format!("\"{e}\"").parse().expect("hex"));
@@ -237,6 +211,31 @@ pub async fn machine_show(
         Ok(resp)
     })
     .await
+}
+
+/// One machine by MAC or hostname with its hardware, tasks, journal and git history. Blocking.
+pub(crate) fn detail(st: &AppState, id: &str) -> Result<MachineDetail, AppError> {
+    let snap = st.profiles.snapshot();
+    let inv = ops::find(&snap.inventory, id).cloned();
+    let mac = match &inv {
+        Some(m) => m.mac.to_string(),
+        None => match id.parse::<parc_profiles::Mac>() {
+            Ok(m) => m.to_string(),
+            Err(_) => return Err(AppError::NotFound(format!("no machine {id:?}"))),
+        },
+    };
+    let hw = st.db.machine_state(&mac)?;
+    if inv.is_none() && hw.is_none() {
+        return Err(AppError::NotFound(format!("no machine {id:?} in the inventory, and no agent has reported it")));
+    }
+    let tasks = st.db.tasks(&TaskQuery { mac: Some(mac.clone()), limit: 50, ..Default::default() })?;
+    let events = st.db.events(&EventQuery { mac: Some(mac.clone()), limit: 100, ..Default::default() })?;
+    let history = match &inv {
+        Some(m) => st.profiles.with_repo(|r| r.machine_history(&m.mac, 500)).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let machine = view(inv.as_ref(), hw.as_ref(), tasks.first());
+    Ok(MachineDetail { machine, disks: hw.map(|h| h.disks).unwrap_or_default(), tasks, events, history })
 }
 
 /// Request fields nobody asked for: a typo ("locaton") must not be silently dropped.
@@ -318,15 +317,15 @@ pub async fn machine_edit(
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     #[serde(default)]
-    reason: Option<String>,
+    pub reason: Option<String>,
     #[serde(default)]
-    department: Option<String>,
+    pub department: Option<String>,
     #[serde(default)]
-    with: Option<String>,
+    pub with: Option<String>,
     #[serde(default)]
-    asset_tag: Option<String>,
+    pub asset_tag: Option<String>,
     #[serde(default)]
-    image: Option<String>,
+    pub image: Option<String>,
 }
 
 pub async fn machine_action(
@@ -335,9 +334,16 @@ pub async fn machine_action(
     Path((id, action)): Path<(String, String)>,
     OptionalJson(b): OptionalJson<ActionBody>,
 ) -> Result<Response, AppError> {
+    let reason = b.reason.clone();
+    let op = action_op(id, &action, b)?;
+    one(st, caller, op, reason, false).await
+}
+
+/// The operation `POST /machines/{id}/{action}` (or the console's action form) asks for.
+pub(crate) fn action_op(id: String, action: &str, b: ActionBody) -> Result<Op, AppError> {
     let need =
         |v: Option<String>, field: &str| v.ok_or_else(|| AppError::invalid(field, format!("required for {action}")));
-    let op = match action.as_str() {
+    Ok(match action {
         "install" => Op::Install { machine: id, department: b.department },
         "reimage" => Op::Reimage { machine: id },
         "move" => Op::Move { machine: id, department: need(b.department, "department")? },
@@ -349,8 +355,7 @@ pub async fn machine_action(
                 "no action {other:?} (install, reimage, move, replace, retire, capture)"
             )))
         }
-    };
-    one(st, caller, op, b.reason, false).await
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,12 +2,12 @@
 //! Every route is listed once in `ROUTES`, which also produces `/api/v1/openapi.json`; a test
 //! checks that each listed route is served.
 
-mod admin;
+pub(crate) mod admin;
 mod agent;
-mod departments;
-mod machines;
+pub(crate) mod departments;
+pub(crate) mod machines;
 mod openapi;
-mod tasks;
+pub(crate) mod tasks;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::FromRequest;

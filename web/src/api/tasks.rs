@@ -82,28 +82,29 @@ pub async fn task_cancel(
 ) -> Result<Json<Task>, AppError> {
     caller.require(Role::Technician)?;
     let id = task_id(&id)?;
-    let reason = body.reason;
-    blocking(move || {
-        let t = st.db.task(id)?.ok_or_else(|| AppError::NotFound(format!("no task #{id}")))?;
-        let msg = format!(
-            "task #{id} ({} of {}) cancelled by {}{}",
-            t.kind.as_str(),
-            t.mac,
-            caller.login(),
-            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-        );
-        if !st.db.finish_task(id, TaskState::Cancelled, &msg, None)? {
-            return Err(AppError::Conflict(format!("task #{id} is already {}", t.state.as_str())));
-        }
-        st.event(&NewEvent {
-            actor: caller.login(),
-            kind: "task.cancel",
-            mac: Some(&t.mac),
-            task_id: Some(id),
-            message: &msg,
-            data: None,
-        })?;
-        Ok(Json(st.db.task(id)?.expect("exists")))
-    })
-    .await
+    blocking(move || Ok(Json(cancel(&st, &caller, id, body.reason.as_deref())?))).await
+}
+
+/// Cancels a queued or running task and journals who did it. Blocking.
+pub(crate) fn cancel(st: &AppState, caller: &Caller, id: i64, reason: Option<&str>) -> Result<Task, AppError> {
+    let t = st.db.task(id)?.ok_or_else(|| AppError::NotFound(format!("no task #{id}")))?;
+    let msg = format!(
+        "task #{id} ({} of {}) cancelled by {}{}",
+        t.kind.as_str(),
+        t.mac,
+        caller.login(),
+        reason.map(|r| format!(": {r}")).unwrap_or_default()
+    );
+    if !st.db.finish_task(id, TaskState::Cancelled, &msg, None)? {
+        return Err(AppError::Conflict(format!("task #{id} is already {}", t.state.as_str())));
+    }
+    st.event(&NewEvent {
+        actor: caller.login(),
+        kind: "task.cancel",
+        mac: Some(&t.mac),
+        task_id: Some(id),
+        message: &msg,
+        data: None,
+    })?;
+    st.db.task(id)?.ok_or_else(|| AppError::NotFound(format!("no task #{id}")))
 }

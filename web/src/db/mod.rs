@@ -3,6 +3,7 @@
 //! open. One connection behind a mutex: every statement is a few microseconds, and callers run
 //! on blocking threads.
 
+mod sessions;
 mod tasks;
 mod users;
 
@@ -12,11 +13,12 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+pub use sessions::SessionRow;
 pub use tasks::{NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
 pub use users::{Role, User};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_console.sql")];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -96,11 +98,11 @@ impl Db {
         let mut stmt = conn.prepare(
             "SELECT id, at, actor, kind, mac, task_id, message, data FROM events
              WHERE id > ?1 AND (?2 IS NULL OR mac = ?2) AND (?3 IS NULL OR task_id = ?3)
-               AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR kind LIKE ?5 || '%')
+               AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR kind LIKE ?5 || '%') AND (?7 IS NULL OR id < ?7)
              ORDER BY id DESC LIMIT ?6",
         )?;
         let rows = stmt.query_map(
-            params![q.after.unwrap_or(0), q.mac, q.task_id, q.actor, q.kind, q.limit.clamp(1, 10_000)],
+            params![q.after.unwrap_or(0), q.mac, q.task_id, q.actor, q.kind, q.limit.clamp(1, 10_000), q.before],
             |r| {
                 let data: Option<String> = r.get(7)?;
                 Ok(Event {
@@ -206,6 +208,8 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct EventQuery {
     pub after: Option<i64>,
+    /// Events with an id below this one (paging backwards).
+    pub before: Option<i64>,
     pub mac: Option<String>,
     pub task_id: Option<i64>,
     pub actor: Option<String>,

@@ -324,3 +324,26 @@ impl Db {
         Ok(n == 1)
     }
 }
+
+impl Db {
+    /// Tasks that ended since `since` (unix ms), counted by kind and final state: the
+    /// dashboard's "today" figures.
+    pub fn finished_counts(&self, since: i64) -> Result<Vec<(TaskKind, TaskState, u64)>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT kind, state, COUNT(*) FROM tasks WHERE finished_at >= ?1 AND state IN ('done', 'failed', 'cancelled')
+             GROUP BY kind, state",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            let (k, s): (String, String) = (r.get(0)?, r.get(1)?);
+            Ok((TaskKind::parse(&k), TaskState::parse(&s), r.get::<_, i64>(2)?.max(0) as u64))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let (Some(k), Some(s), n) = row? {
+                out.push((k, s, n));
+            }
+        }
+        Ok(out)
+    }
+}

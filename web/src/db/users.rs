@@ -44,7 +44,7 @@ pub struct User {
     pub disabled: bool,
 }
 
-fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(4)?;
     Ok(User {
         id: r.get(0)?,
@@ -58,7 +58,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const USER_COLUMNS: &str =
+pub(super) const USER_COLUMNS: &str =
     "u.id, u.login, u.name, u.email, u.role, u.password_hash, u.must_change_password, u.disabled";
 
 impl Db {

@@ -1,0 +1,209 @@
+//! The technicians' web console: server-rendered pages (askama templates in `web/templates/`,
+//! HTML-escaped by default), French by default with English available, usable without
+//! JavaScript; `static/console.js` only adds live progress from the event stream. Every action
+//! goes through the same code as the JSON API (`ops::run`, the listings in `api/`), so the
+//! console can do nothing the API would refuse, and everything lands in the journal.
+
+mod auth_pages;
+mod csrf;
+pub mod i18n;
+mod pages;
+mod session;
+
+use std::borrow::Borrow;
+
+use askama::Template;
+use axum::extract::Path;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::db::{Role, User};
+use crate::{AppError, AppState};
+use i18n::Lang;
+use session::Session;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::dashboard::dashboard))
+        .route("/login", get(auth_pages::login_form).post(auth_pages::login))
+        .route("/logout", post(auth_pages::logout))
+        .route("/password", get(auth_pages::password_form).post(auth_pages::password_change))
+        .route("/lang/{code}", get(auth_pages::lang_switch))
+        .route("/machines", get(pages::machines::machines_list))
+        .route("/machines/{id}", get(pages::machines::machine_show))
+        .route("/machines/{id}/{action}", post(pages::machines::machine_action))
+        .route("/departments", get(pages::departments::departments_list))
+        .route("/images", get(pages::images::images_list))
+        .route("/tasks", get(pages::tasks::tasks_list))
+        .route("/tasks/bulk", post(pages::tasks::tasks_bulk))
+        .route("/tasks/{id}/cancel", post(pages::tasks::task_cancel))
+        .route("/journal", get(pages::journal::journal_list))
+        .route("/journal.csv", get(pages::journal::journal_csv))
+        .route("/live", get(pages::live))
+        .route("/static/{file}", get(static_file))
+}
+
+/// What every page needs: language, user, CSRF token, where we are.
+#[derive(Debug, Clone)]
+pub struct PageCtx {
+    pub lang: Lang,
+    pub user: Option<User>,
+    pub csrf: String,
+    pub nav: &'static str,
+    pub flash: Option<String>,
+    /// The path and query of this page (language switch comes back here).
+    pub path: String,
+}
+
+impl PageCtx {
+    pub fn new(s: &Session, nav: &'static str) -> PageCtx {
+        PageCtx {
+            lang: s.lang,
+            user: Some(s.user.clone()),
+            csrf: s.csrf.clone(),
+            nav,
+            flash: s.flash.clone(),
+            path: s.path.clone(),
+        }
+    }
+    pub fn anonymous(lang: Lang, path: &str) -> PageCtx {
+        PageCtx { lang, user: None, csrf: String::new(), nav: "", flash: None, path: path.to_string() }
+    }
+    pub fn t(&self, key: &str) -> &'static str {
+        self.lang.t(key)
+    }
+    // Templates hand over values or references depending on where they come from: `Borrow`
+    // takes both.
+    pub fn num(&self, n: impl Borrow<u64>) -> String {
+        self.lang.num(*n.borrow())
+    }
+    pub fn count(&self, n: impl Borrow<usize>) -> String {
+        self.lang.num(*n.borrow() as u64)
+    }
+    pub fn bytes(&self, n: impl Borrow<u64>) -> String {
+        self.lang.bytes(*n.borrow())
+    }
+    pub fn bytes_opt(&self, n: impl Borrow<Option<u64>>) -> String {
+        n.borrow().map(|n| self.lang.bytes(n)).unwrap_or_default()
+    }
+    pub fn duration(&self, secs: impl Borrow<u64>) -> String {
+        self.lang.duration(*secs.borrow())
+    }
+    pub fn date(&self, ms: impl Borrow<i64>) -> String {
+        self.lang.datetime(*ms.borrow())
+    }
+    /// A date from unix seconds (git's author time).
+    pub fn date_s(&self, secs: impl Borrow<i64>) -> String {
+        self.lang.datetime(secs.borrow().saturating_mul(1000))
+    }
+    pub fn date_opt(&self, ms: impl Borrow<Option<i64>>) -> String {
+        ms.borrow().map(|m| self.lang.datetime(m)).unwrap_or_else(|| "—".into())
+    }
+    /// A status or kind word (`ready`, `move`) in the page's language.
+    pub fn word(&self, prefix: &str, value: &str) -> &'static str {
+        let key = format!("{prefix}.{value}");
+        match i18n::MESSAGES.iter().find(|(k, _, _)| *k == key) {
+            Some((_, fr, en)) => match self.lang {
+                Lang::Fr => fr,
+                Lang::En => en,
+            },
+            None => "?",
+        }
+    }
+    pub fn can_act(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.role >= Role::Technician)
+    }
+    pub fn role(&self) -> &'static str {
+        self.user.as_ref().map(|u| self.word("role", u.role.as_str())).unwrap_or("")
+    }
+    pub fn lang_link(&self, code: &str) -> String {
+        format!("/lang/{code}?next={}", session::url_encode(&self.path))
+    }
+    pub fn is(&self, nav: &str) -> bool {
+        self.nav == nav
+    }
+}
+
+/// Renders a page: HTML, never cached (it shows live state and a CSRF token), and the flash
+/// message that it showed is cleared.
+pub fn render(page: &impl Template, ctx: &PageCtx, status: StatusCode) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut r = (status, Html(html)).into_response();
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if ctx.flash.is_some() {
+                r.headers_mut().append(SET_COOKIE, session::set_cookie(session::FLASH_COOKIE, "", 0, false));
+            }
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console: template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the appliance log").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    ctx: PageCtx,
+    status: u16,
+    message: String,
+}
+
+/// An error shown as a page in the console's look (the API's errors are JSON).
+#[derive(Debug)]
+pub struct ConsoleError {
+    status: StatusCode,
+    message: String,
+    ctx: Box<PageCtx>,
+}
+
+impl ConsoleError {
+    pub fn forbidden(lang: Lang, message: String, s: Option<&Session>) -> ConsoleError {
+        let ctx = s.map(|s| PageCtx::new(s, "")).unwrap_or_else(|| PageCtx::anonymous(lang, "/"));
+        ConsoleError { status: StatusCode::FORBIDDEN, message, ctx: Box::new(ctx) }
+    }
+    pub fn new(s: &Session, e: AppError) -> ConsoleError {
+        if let AppError::Internal(m) = &e {
+            tracing::error!(error = %m, path = %s.path, "console: internal error");
+        }
+        ConsoleError { status: e.status(), message: e.public_message(), ctx: Box::new(PageCtx::new(s, "")) }
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage { status: self.status.as_u16(), message: self.message, ctx: *self.ctx };
+        render(&page, &page.ctx, self.status)
+    }
+}
+
+/// Ties an `AppError` to the session it happened in, so it renders as a console page.
+pub trait OrPage<T> {
+    fn or_page(self, s: &Session) -> Result<T, ConsoleError>;
+}
+
+impl<T> OrPage<T> for Result<T, AppError> {
+    fn or_page(self, s: &Session) -> Result<T, ConsoleError> {
+        self.map_err(|e| ConsoleError::new(s, e))
+    }
+}
+
+const CSS: &str = include_str!("../../static/console.css");
+const JS: &str = include_str!("../../static/console.js");
+
+async fn static_file(Path(file): Path<String>) -> Response {
+    let (body, ty) = match file.as_str() {
+        "console.css" => (CSS, "text/css; charset=utf-8"),
+        "console.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
+    };
+    ([(CONTENT_TYPE, ty), (CACHE_CONTROL, "public, max-age=300")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests;

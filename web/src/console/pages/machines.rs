@@ -1,0 +1,196 @@
+//! Machines: the filtered, paged list (the API's listing code) and one machine's page with its
+//! action forms (the API's operations, through `ops::run`).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::TaskRow;
+use crate::api::machines::{self as api, ActionBody, ListQuery, MachineDetail, MachineList};
+use crate::console::csrf::CsrfForm;
+use crate::console::session::{self, Session};
+use crate::console::{render, ConsoleError, OrPage, PageCtx};
+use crate::db::Role;
+use crate::{blocking, ops, AppState};
+
+const PAGE: usize = 50;
+pub const STATUSES: &[&str] =
+    &["new", "discovered", "queued", "installing", "capturing", "installed", "ready", "failed", "retired"];
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Filters {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    department: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    offset: usize,
+}
+
+impl Filters {
+    fn query(&self) -> ListQuery {
+        let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        ListQuery {
+            q: opt(&self.q),
+            department: opt(&self.department),
+            status: opt(&self.status),
+            image: opt(&self.image),
+            model: opt(&self.model),
+            location: opt(&self.location),
+            offset: self.offset,
+            limit: Some(PAGE),
+        }
+    }
+    /// This listing's query string at another offset (paging links keep the filters).
+    pub fn at(&self, offset: &usize) -> String {
+        let mut q = format!("/machines?offset={offset}");
+        for (k, v) in [
+            ("q", &self.q),
+            ("department", &self.department),
+            ("status", &self.status),
+            ("image", &self.image),
+            ("model", &self.model),
+            ("location", &self.location),
+        ] {
+            if !v.is_empty() {
+                q.push_str(&format!("&{k}={}", session::url_encode(v)));
+            }
+        }
+        q
+    }
+}
+
+#[derive(Template)]
+#[template(path = "machines.html")]
+pub struct MachinesPage {
+    ctx: PageCtx,
+    f: Filters,
+    list: MachineList,
+    departments: Vec<(String, String)>,
+    statuses: &'static [&'static str],
+    prev: Option<usize>,
+    next: Option<usize>,
+    last: usize,
+}
+
+fn departments(st: &AppState) -> Vec<(String, String)> {
+    st.profiles.snapshot().departments.values().map(|d| (d.id.clone(), d.name.clone())).collect()
+}
+
+pub async fn machines_list(
+    State(st): State<AppState>,
+    s: Session,
+    Query(f): Query<Filters>,
+) -> Result<Response, ConsoleError> {
+    let ctx = PageCtx::new(&s, "machines");
+    let page = blocking(move || {
+        let list = api::list(&st, &f.query())?;
+        let prev = (f.offset > 0).then(|| f.offset.saturating_sub(PAGE));
+        let next = (f.offset + PAGE < list.total).then_some(f.offset + PAGE);
+        let last = (f.offset + list.machines.len()).min(list.total);
+        Ok(MachinesPage { ctx, departments: departments(&st), f, list, statuses: STATUSES, prev, next, last })
+    })
+    .await
+    .or_page(&s)?;
+    Ok(render(&page, &page.ctx, StatusCode::OK))
+}
+
+/// A refused action, shown next to its form.
+#[derive(Debug, Default)]
+pub struct FormError {
+    pub form: String,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "machine.html")]
+pub struct MachinePage {
+    ctx: PageCtx,
+    m: MachineDetail,
+    id: String,
+    active: Option<TaskRow>,
+    departments: Vec<(String, String)>,
+    error: Option<FormError>,
+}
+
+impl MachinePage {
+    /// The refusal of `form` about `field` ("": about the form as a whole), if that is what
+    /// failed.
+    pub fn err(&self, form: &str, field: &str) -> Option<&str> {
+        self.error
+            .as_ref()
+            .filter(|e| e.form == form && e.field.as_deref().unwrap_or("") == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
+fn machine_page(
+    st: &AppState,
+    ctx: PageCtx,
+    id: &str,
+    error: Option<FormError>,
+) -> Result<MachinePage, crate::AppError> {
+    let m = api::detail(st, id)?;
+    let active = m.machine.task.clone().filter(|t| t.state.is_active()).map(TaskRow::new);
+    Ok(MachinePage { ctx, id: m.machine.mac.clone(), m, active, departments: departments(st), error })
+}
+
+pub async fn machine_show(
+    State(st): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let ctx = PageCtx::new(&s, "machines");
+    let page = blocking(move || machine_page(&st, ctx, &id, None)).await.or_page(&s)?;
+    Ok(render(&page, &page.ctx, StatusCode::OK))
+}
+
+/// install | reimage | move | replace | retire from the machine page.
+pub async fn machine_action(
+    State(st): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    form: CsrfForm,
+) -> Result<Response, ConsoleError> {
+    let s = form.session.clone();
+    let caller = s.caller();
+    caller.require(Role::Technician).map_err(|e| ConsoleError::new(&s, e))?;
+    let body = ActionBody {
+        reason: form.get("reason"),
+        department: form.get("department"),
+        with: form.get("with"),
+        asset_tag: form.get("asset_tag"),
+        image: None,
+    };
+    if action == "capture" {
+        // Capture tasks are not run by the agent yet: the console does not offer them.
+        return Err(ConsoleError::new(&s, crate::AppError::NotFound("capture is not offered by the console".into())));
+    }
+    let op = api::action_op(id.clone(), &action, body).or_page(&s)?;
+    let reason = form.get("reason");
+    let ctx = PageCtx::new(&s, "machines");
+    let st2 = st.clone();
+    let report =
+        blocking(move || ops::run(&st2, &caller, std::slice::from_ref(&op), reason.as_deref())).await.or_page(&s)?;
+    let Some(o) = report.results.into_iter().next() else {
+        return Err(ConsoleError::new(&s, crate::AppError::Internal("an operation without outcome".into())));
+    };
+    if o.ok {
+        let to = format!("/machines/{}", o.mac.as_deref().unwrap_or(&id));
+        let msg = o.summary.unwrap_or_else(|| action.clone());
+        return Ok(session::redirect_with_flash(&to, &msg, s.secure));
+    }
+    let status = StatusCode::from_u16(o.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let error = FormError { form: action, field: o.field, message: o.error.unwrap_or_default() };
+    let page = blocking(move || machine_page(&st, ctx, &id, Some(error))).await.or_page(&s)?;
+    Ok(render(&page, &page.ctx, status))
+}
