@@ -2,6 +2,7 @@
 
 mod agent;
 mod api;
+mod console;
 mod imaging;
 mod lab;
 mod pxe;
