@@ -123,7 +123,28 @@ pub struct MachinePage {
     error: Option<FormError>,
 }
 
+impl MachinesPage {
+    /// A department's display name (its id when the repository no longer has it).
+    pub fn dep_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.departments.iter().find(|d| d.0 == id).map(|d| d.1.as_str()).unwrap_or(id)
+    }
+}
+
 impl MachinePage {
+    /// What a commit says about this machine: its summary, the lines that name the machine
+    /// (a batch commit lists thousands), and its reason and author lines.
+    pub fn commit_lines(&self, c: &parc_profiles::CommitInfo) -> Vec<String> {
+        let mac = &self.m.machine.mac;
+        let mut out = vec![c.summary.clone()];
+        for line in c.message.lines().skip(1) {
+            let l = line.trim();
+            if (l.contains(mac.as_str()) && l != c.summary) || l.starts_with("Reason:") || l.starts_with("Batch:") {
+                out.push(l.to_string());
+            }
+        }
+        out
+    }
+
     /// The refusal of `form` about `field` ("": about the form as a whole), if that is what
     /// failed.
     pub fn err(&self, form: &str, field: &str) -> Option<&str> {
