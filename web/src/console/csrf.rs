@@ -52,6 +52,8 @@ impl FromRequest<AppState> for CsrfForm {
         let fields = read_form(Request::from_parts(parts, body), st).await?;
         if !fields.get(FIELD).is_some_and(|t| same(t, &session.csrf)) {
             tracing::warn!(user = %session.user.login, path = %session.path, "console: POST without a valid CSRF token refused");
+            let msg = format!("POST {} without a valid CSRF token refused", session.path);
+            super::journal_refusal(st, &session, "csrf.refused", &msg).await;
             let lang = session.lang;
             return Err(ConsoleError::forbidden(lang, lang.t("error.csrf").to_string(), Some(&session)).into_response());
         }

@@ -182,6 +182,37 @@ impl IntoResponse for ConsoleError {
     }
 }
 
+/// Refuses an action the user's role does not allow, and journals the attempt: a page never
+/// offers it, so it came from a stale page or a forged request, and the audit trail shows who.
+pub async fn require_role(st: &AppState, s: &Session, role: Role) -> Result<crate::auth::Caller, ConsoleError> {
+    let caller = s.caller();
+    if let Err(e) = caller.require(role) {
+        journal_refusal(st, s, "access.refused", &format!("POST {}: {}", s.path, e.public_message())).await;
+        return Err(ConsoleError::new(s, e));
+    }
+    Ok(caller)
+}
+
+/// Journals a refused console request (best effort: the refusal stands either way).
+pub async fn journal_refusal(st: &AppState, s: &Session, kind: &'static str, message: &str) {
+    let (st, login, message) = (st.clone(), s.user.login.clone(), message.to_string());
+    let r = crate::blocking(move || {
+        st.event(&crate::db::NewEvent {
+            actor: &login,
+            kind,
+            mac: None,
+            task_id: None,
+            message: &message,
+            data: None,
+        })?;
+        Ok(())
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "console: journaling a refusal failed");
+    }
+}
+
 /// Ties an `AppError` to the session it happened in, so it renders as a console page.
 pub trait OrPage<T> {
     fn or_page(self, s: &Session) -> Result<T, ConsoleError>;

@@ -14,12 +14,28 @@ use crate::AppState;
 struct Resp {
     status: StatusCode,
     cookies: Vec<String>,
+    /// Whole `Set-Cookie` values, attributes included.
+    raw_cookies: Vec<String>,
     location: Option<String>,
     body: String,
 }
 
 async fn send(st: &AppState, method: &str, uri: &str, cookie: &str, form: Option<&str>) -> Resp {
+    send_with(st, method, uri, cookie, form, &[]).await
+}
+
+async fn send_with(
+    st: &AppState,
+    method: &str,
+    uri: &str,
+    cookie: &str,
+    form: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Resp {
     let mut r = Request::builder().method(method).uri(uri).header(header::ACCEPT_LANGUAGE, "fr-FR");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
     if !cookie.is_empty() {
         r = r.header(header::COOKIE, cookie);
     }
@@ -36,9 +52,11 @@ async fn send(st: &AppState, method: &str, uri: &str, cookie: &str, form: Option
         .iter()
         .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
         .collect();
+    let raw_cookies: Vec<String> =
+        resp.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
     let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_string());
     let body = String::from_utf8(axum::body::to_bytes(resp.into_body(), 10 << 20).await.unwrap().to_vec()).unwrap();
-    Resp { status, cookies, location, body }
+    Resp { status, cookies, raw_cookies, location, body }
 }
 
 fn hidden(body: &str, name: &str) -> String {
@@ -161,6 +179,10 @@ async fn login_sessions_csrf_roles_and_escaping() {
     let r = send(&st, "POST", "/machines/52:54:00:00:00:01/retire", &chef, Some(&format!("_csrf={chef_csrf}"))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("readonly"), "{}", r.body);
+    // Both kinds of refusal are in the journal, with who tried.
+    let refused = st.db.events(&EventQuery { limit: 20, ..Default::default() }).unwrap();
+    assert!(refused.iter().any(|e| e.kind == "access.refused" && e.actor == "chef"), "{refused:?}");
+    assert!(refused.iter().any(|e| e.kind == "csrf.refused" && e.actor == "alice" && e.message.contains("/retire")));
 
     // A refused action shows its reason next to the form (the department is unknown).
     let r = send(
@@ -207,6 +229,17 @@ async fn login_sessions_csrf_roles_and_escaping() {
         "{}",
         csv.body
     );
+
+    // Behind an HTTPS proxy the session cookie is Secure; over plain HTTP it cannot be.
+    let plain = login(&st, "alice", "alice-password-1").await;
+    let c = plain.raw_cookies.iter().find(|c| c.starts_with("parc_session=")).unwrap();
+    assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && !c.contains("Secure"), "{c}");
+    let page = send(&st, "GET", "/login", "", None).await;
+    let csrf_cookie = page.cookies.iter().find(|c| c.starts_with("parc_login_csrf=")).unwrap().clone();
+    let form = format!("_csrf={}&login=alice&password=alice-password-1", hidden(&page.body, "_csrf"));
+    let tls = send_with(&st, "POST", "/login", &csrf_cookie, Some(&form), &[("x-forwarded-proto", "https")]).await;
+    let c = tls.raw_cookies.iter().find(|c| c.starts_with("parc_session=")).unwrap();
+    assert!(c.contains("; Secure"), "{c}");
 
     // Logging out ends the session.
     let r = send(&st, "POST", "/logout", &alice, Some(&format!("_csrf={csrf}"))).await;

@@ -10,7 +10,7 @@ use super::TaskRow;
 use crate::api::machines::{self as api, ActionBody, ListQuery, MachineDetail, MachineList};
 use crate::console::csrf::CsrfForm;
 use crate::console::session::{self, Session};
-use crate::console::{render, ConsoleError, OrPage, PageCtx};
+use crate::console::{render, require_role, ConsoleError, OrPage, PageCtx};
 use crate::db::Role;
 use crate::{blocking, ops, AppState};
 
@@ -183,8 +183,7 @@ pub async fn machine_action(
     form: CsrfForm,
 ) -> Result<Response, ConsoleError> {
     let s = form.session.clone();
-    let caller = s.caller();
-    caller.require(Role::Technician).map_err(|e| ConsoleError::new(&s, e))?;
+    let caller = require_role(&st, &s, Role::Technician).await?;
     let body = ActionBody {
         reason: form.get("reason"),
         department: form.get("department"),

@@ -11,7 +11,7 @@ use super::TaskRow;
 use crate::bulk::{self, BulkOp};
 use crate::console::csrf::CsrfForm;
 use crate::console::session::{self, Session};
-use crate::console::{render, ConsoleError, OrPage, PageCtx};
+use crate::console::{render, require_role, ConsoleError, OrPage, PageCtx};
 use crate::db::{Role, TaskQuery};
 use crate::ops::{self, RunReport};
 use crate::{blocking, AppError, AppState};
@@ -73,8 +73,7 @@ pub async fn tasks_list(State(st): State<AppState>, s: Session) -> Result<Respon
 /// `step=preview` shows what would happen; `step=confirm` does it.
 pub async fn tasks_bulk(State(st): State<AppState>, form: CsrfForm) -> Result<Response, ConsoleError> {
     let s = form.session.clone();
-    let caller = s.caller();
-    caller.require(Role::Technician).map_err(|e| ConsoleError::new(&s, e))?;
+    let caller = require_role(&st, &s, Role::Technician).await?;
     let mut bulk = BulkForm {
         op: form.get("op").unwrap_or_default(),
         csv: form.fields.get("csv").cloned().unwrap_or_default(),
@@ -121,8 +120,7 @@ pub async fn task_cancel(
     form: CsrfForm,
 ) -> Result<Response, ConsoleError> {
     let s = form.session.clone();
-    let caller = s.caller();
-    caller.require(Role::Technician).map_err(|e| ConsoleError::new(&s, e))?;
+    let caller = require_role(&st, &s, Role::Technician).await?;
     let back = session::safe_next(form.get("back").as_deref());
     let reason = form.get("reason");
     let task = blocking(move || crate::api::tasks::cancel(&st, &caller, id, reason.as_deref())).await.or_page(&s)?;
