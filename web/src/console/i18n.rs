@@ -230,6 +230,8 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("machine.no_hw", "Aucun agent n'a encore décrit ce matériel.", "No agent has reported this hardware yet."),
     ("machine.not_in_inventory", "Machine découverte, absente de l'inventaire.", "Discovered machine, not in the inventory."),
     ("action.reason", "Motif (journal et commit git)", "Reason (journal and git commit)"),
+    ("action.edit", "Modifier l'inventaire", "Edit the inventory"),
+    ("action.edit_btn", "Enregistrer", "Save"),
     ("action.install", "Installer dans un département", "Install into a department"),
     ("action.install_btn", "Ajouter et installer", "Add and install"),
     ("action.reimage", "Réinstaller", "Reimage"),

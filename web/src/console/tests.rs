@@ -195,6 +195,21 @@ async fn login_sessions_csrf_roles_and_escaping() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("field-error") && r.body.contains("unknown department"), "{}", r.body);
+    // Editing with a stale etag is a conflict shown next to the form; with the current one it
+    // is a commit.
+    let page = send(&st, "GET", "/machines/52:54:00:00:00:01", &alice, None).await;
+    let etag = hidden(&page.body, "etag");
+    let edit = |etag: &str, location: &str| {
+        format!("_csrf={csrf}&etag={etag}&hostname=URG-0001&serial=&asset_tag=&location={location}&notes=&reason=")
+    };
+    let r = send(&st, "POST", "/machines/52:54:00:00:00:01/edit", &alice, Some(&edit("0000", "Box+3"))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("id=\"edit-error\"") && r.body.contains("reload"), "{}", r.body);
+    let r = send(&st, "POST", "/machines/52:54:00:00:00:01/edit", &alice, Some(&edit(&etag, "Box+3"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let m = st.profiles.snapshot().inventory.get(&"52:54:00:00:00:01".parse().unwrap()).cloned().unwrap();
+    assert_eq!((m.location.as_str(), m.hostname.as_str()), ("Box 3", "URG-0001"));
+
     // The technician retires it: a commit by Alice, a journal entry, a flash message.
     let r =
         send(&st, "POST", "/machines/52:54:00:00:00:01/retire", &alice, Some(&format!("_csrf={csrf}&reason=broken")))

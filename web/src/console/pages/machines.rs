@@ -145,6 +145,11 @@ impl MachinePage {
         out
     }
 
+    /// `form` was posted and refused (its section stays open).
+    pub fn failed(&self, form: &str) -> bool {
+        self.error.as_ref().is_some_and(|e| e.form == form)
+    }
+
     /// The refusal of `form` about `field` ("": about the form as a whole), if that is what
     /// failed.
     pub fn err(&self, form: &str, field: &str) -> Option<&str> {
@@ -176,7 +181,7 @@ pub async fn machine_show(
     Ok(render(&page, &page.ctx, StatusCode::OK))
 }
 
-/// install | reimage | move | replace | retire from the machine page.
+/// install | reimage | move | replace | retire | edit from the machine page.
 pub async fn machine_action(
     State(st): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -195,7 +200,23 @@ pub async fn machine_action(
         // Capture tasks are not run by the agent yet: the console does not offer them.
         return Err(ConsoleError::new(&s, crate::AppError::NotFound("capture is not offered by the console".into())));
     }
-    let op = api::action_op(id.clone(), &action, body).or_page(&s)?;
+    let op = if action == "edit" {
+        // Blank fields are sent too: that is how a technician clears a location or a note.
+        let raw = |k: &str| form.fields.get(k).map(|v| v.trim().to_string());
+        ops::Op::Edit {
+            machine: id.clone(),
+            if_match: form.get("etag"),
+            changes: ops::MachineEdit {
+                hostname: form.get("hostname"),
+                serial: raw("serial"),
+                asset_tag: raw("asset_tag"),
+                location: raw("location"),
+                notes: raw("notes"),
+            },
+        }
+    } else {
+        api::action_op(id.clone(), &action, body).or_page(&s)?
+    };
     let reason = form.get("reason");
     let ctx = PageCtx::new(&s, "machines");
     let st2 = st.clone();
