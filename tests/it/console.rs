@@ -449,6 +449,12 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
     let (_, m) = a.admin.get(&format!("/api/v1/machines/{}", mac(1)));
     assert_eq!((m["department"].as_str(), m["status"].as_str()), (Some("pharmacie"), Some("queued")), "{m}");
     b.screenshot("tasks");
+    // The campaign that bulk operation made, with its machines.
+    b.click("#campaigns tbody a");
+    b.wait_for("the campaign", |b| b.url().contains("batch="));
+    assert!(b.text("#campaigns tbody").contains("alice"), "{}", b.text("#campaigns"));
+    assert_eq!(b.count("[data-task-row]"), 1);
+    b.screenshot("campaign");
     b.click("a[href='/']");
     b.wait_for("the dashboard", |b| b.count(".counters") == 1);
     assert_eq!(b.text("#count-moved"), "1");

@@ -336,7 +336,14 @@ async fn throttling_forced_password_change_and_bulk_preview() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("id=\"bulk-ok\">1<") && !r.body.contains("id=\"bulk-confirm\""), "{}", r.body);
     assert_ne!(st.profiles.snapshot().commit, head, "confirming commits");
-    assert!(st.db.active_task("52:54:00:00:01:01").unwrap().is_some_and(|t| t.created_by == "bob"));
+    let task = st.db.active_task("52:54:00:00:01:01").unwrap().unwrap();
+    assert_eq!(task.created_by, "bob");
+    // The campaign has its page: one machine queued, by bob.
+    let batch = task.batch.clone().expect("a bulk operation is a campaign");
+    let r = send(&st, "GET", &format!("/tasks?batch={batch}"), &bob, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(&format!("data-task-row=\"{}\"", task.id)) && r.body.contains(">bob<"), "{}", r.body);
+    assert_eq!(send(&st, "GET", "/tasks?batch=nope", &bob, None).await.status, StatusCode::NOT_FOUND);
     // A CSV with a wrong header says so next to the field.
     let bad = format!("_csrf={csrf}&step=preview&op=move&csv=machine%0AA%0A");
     let r = send(&st, "POST", "/tasks/bulk", &bob, Some(&bad)).await;

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 pub use sessions::SessionRow;
-pub use tasks::{NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
+pub use tasks::{BatchSummary, NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
 pub use users::{Role, User};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.

@@ -347,3 +347,50 @@ impl Db {
         Ok(out)
     }
 }
+
+/// One campaign: the tasks a bulk operation queued together.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchSummary {
+    pub batch: String,
+    pub created_by: String,
+    pub created_at: i64,
+    /// When the last task ended, once none is queued or running.
+    pub finished_at: Option<i64>,
+    pub total: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl Db {
+    /// The most recent campaigns, newest first (`only`: that one).
+    pub fn batches(&self, only: Option<&str>, limit: i64) -> Result<Vec<BatchSummary>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT batch, MIN(created_by), MIN(created_at), MAX(finished_at), COUNT(*),
+                    SUM(state = 'queued'), SUM(state = 'running'), SUM(state = 'done'), SUM(state = 'failed'),
+                    SUM(state = 'cancelled')
+             FROM tasks WHERE batch IS NOT NULL AND (?1 IS NULL OR batch = ?1)
+             GROUP BY batch ORDER BY MAX(id) DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![only, limit.clamp(1, 1000)], |r| {
+            let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+            let (queued, running) = (n(5)?, n(6)?);
+            Ok(BatchSummary {
+                batch: r.get(0)?,
+                created_by: r.get(1)?,
+                created_at: r.get(2)?,
+                finished_at: if queued + running == 0 { r.get(3)? } else { None },
+                total: n(4)?,
+                queued,
+                running,
+                done: n(7)?,
+                failed: n(8)?,
+                cancelled: n(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

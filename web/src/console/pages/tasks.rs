@@ -3,7 +3,7 @@
 //! committing, then the same path for real on confirmation.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -12,7 +12,7 @@ use crate::bulk::{self, BulkOp};
 use crate::console::csrf::CsrfForm;
 use crate::console::session::{self, Session};
 use crate::console::{render, require_role, ConsoleError, OrPage, PageCtx};
-use crate::db::{Role, TaskQuery};
+use crate::db::{BatchSummary, Role, TaskQuery};
 use crate::ops::{self, RunReport};
 use crate::{blocking, AppError, AppState};
 
@@ -31,12 +31,28 @@ pub struct BulkForm {
 #[template(path = "tasks.html")]
 pub struct TasksPage {
     ctx: PageCtx,
+    /// Recent campaigns, or the one asked for.
+    batches: Vec<BatchSummary>,
+    /// Set when one campaign is shown: its tasks replace the lists below.
+    campaign: Option<Vec<TaskRow>>,
     active: Vec<TaskRow>,
     finished: Vec<TaskRow>,
     bulk: BulkForm,
     /// A preview (nothing done yet) or the result of a confirmed run.
     report: Option<RunReport>,
     confirmed: bool,
+}
+
+impl TasksPage {
+    /// How long a finished campaign took, from queuing to its last result.
+    pub fn took(&self, b: &BatchSummary) -> String {
+        b.finished_at.map(|f| self.ctx.duration(((f - b.created_at).max(0) / 1000) as u64)).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TasksFilter {
+    batch: Option<String>,
 }
 
 fn page(
@@ -46,6 +62,33 @@ fn page(
     report: Option<RunReport>,
     confirmed: bool,
 ) -> Result<TasksPage, AppError> {
+    campaign_page(st, ctx, bulk, report, confirmed, None)
+}
+
+fn campaign_page(
+    st: &AppState,
+    ctx: PageCtx,
+    bulk: BulkForm,
+    report: Option<RunReport>,
+    confirmed: bool,
+    batch: Option<&str>,
+) -> Result<TasksPage, AppError> {
+    let batches = st.db.batches(batch, 20)?;
+    if let Some(b) = batch {
+        if batches.is_empty() {
+            return Err(AppError::NotFound(format!("no campaign {b:?}")));
+        }
+    }
+    let campaign = match batch {
+        Some(b) => Some(
+            st.db
+                .tasks(&TaskQuery { batch: Some(b.to_string()), limit: 10_000, ..Default::default() })?
+                .into_iter()
+                .map(TaskRow::new)
+                .collect(),
+        ),
+        None => None,
+    };
     let active = st.db.tasks(&TaskQuery { active: true, limit: 1000, ..Default::default() })?;
     let finished = st
         .db
@@ -55,6 +98,8 @@ fn page(
         .take(100);
     Ok(TasksPage {
         ctx,
+        batches,
+        campaign,
         active: active.into_iter().map(TaskRow::new).collect(),
         finished: finished.map(TaskRow::new).collect(),
         bulk,
@@ -63,10 +108,14 @@ fn page(
     })
 }
 
-pub async fn tasks_list(State(st): State<AppState>, s: Session) -> Result<Response, ConsoleError> {
+pub async fn tasks_list(
+    State(st): State<AppState>,
+    s: Session,
+    Query(f): Query<TasksFilter>,
+) -> Result<Response, ConsoleError> {
     let ctx = PageCtx::new(&s, "tasks");
     let bulk = BulkForm { op: "install".into(), ..Default::default() };
-    let p = blocking(move || page(&st, ctx, bulk, None, false)).await.or_page(&s)?;
+    let p = blocking(move || campaign_page(&st, ctx, bulk, None, false, f.batch.as_deref())).await.or_page(&s)?;
     Ok(render(&p, &p.ctx, StatusCode::OK))
 }
 

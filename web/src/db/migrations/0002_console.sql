@@ -18,3 +18,6 @@ CREATE TABLE login_failures (
     failures INTEGER NOT NULL,
     last_failure_at INTEGER NOT NULL
 );
+
+-- The console's campaign view lists the tasks of one bulk operation.
+CREATE INDEX tasks_by_batch ON tasks(batch, id) WHERE batch IS NOT NULL;
