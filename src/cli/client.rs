@@ -163,17 +163,7 @@ pub fn print_json(server: &ServerArgs, r: &Value) -> bool {
 }
 
 /// Percent-encodes a query value.
-pub fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use parc_web::url_encode as enc;
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {

@@ -143,6 +143,20 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Percent-encodes a path segment or query value: everything but unreserved characters and
+/// `:` (MAC addresses stay readable in URLs).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Runs blocking work (SQLite, git, the store) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AppError> + Send + 'static,

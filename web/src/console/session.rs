@@ -112,18 +112,7 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (for `next=` and query strings).
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::url_encode;
 
 /// Only local paths are followed after login: `next=https://elsewhere` would make the login
 /// page an open redirect.
