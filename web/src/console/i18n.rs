@@ -260,6 +260,7 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("dep.first_boot", "Script au premier démarrage", "First-boot script"),
     ("dep.not_in_store", "absente du magasin", "not in the store"),
     ("dep.commit", "Commit des profils", "Profiles commit"),
+    ("img.verify", "Vérifier", "Verify"),
     ("img.none", "Aucune image dans le magasin. Capturez-en une : parc image capture DISQUE --name NOM", "No image in the store. Capture one: parc image capture DISK --name NAME"),
     ("img.machines_on", "machines sur cette version", "machines on this version"),
     ("img.unreadable", "manifeste illisible", "unreadable manifest"),

@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/machines/{id}/{action}", post(pages::machines::machine_action))
         .route("/departments", get(pages::departments::departments_list))
         .route("/images", get(pages::images::images_list))
+        .route("/images/verify", post(pages::images::image_verify))
         .route("/tasks", get(pages::tasks::tasks_list))
         .route("/tasks/bulk", post(pages::tasks::tasks_bulk))
         .route("/tasks/{id}/cancel", post(pages::tasks::task_cancel))

@@ -344,6 +344,25 @@ async fn throttling_forced_password_change_and_bulk_preview() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains(&format!("data-task-row=\"{}\"", task.id)) && r.body.contains(">bob<"), "{}", r.body);
     assert_eq!(send(&st, "GET", "/tasks?batch=nope", &bob, None).await.status, StatusCode::NOT_FOUND);
+    // Verifying the image from its page: intact, then with a chunk file damaged.
+    let r = send(&st, "POST", "/images/verify", &bob, Some(&format!("_csrf={csrf}&image=debian-poste@1"))).await;
+    assert_eq!((r.status, r.location.as_deref()), (StatusCode::SEE_OTHER, Some("/images")), "{}", r.body);
+    let chunk = std::fs::read_dir(st.store.root().join("chunks")).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&chunk).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let r = send(&st, "POST", "/images/verify", &bob, Some(&format!("_csrf={csrf}&image=debian-poste@1"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let ev = st.db.events(&EventQuery { kind: Some("image.verify".into()), limit: 5, ..Default::default() }).unwrap();
+    assert_eq!(
+        ev.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["image.verify.failed", "image.verify"],
+        "{ev:?}"
+    );
+    assert!(ev[0].message.contains("1 chunks corrupt") && ev[1].message.contains("intact"), "{ev:?}");
+
     // A CSV with a wrong header says so next to the field.
     let bad = format!("_csrf={csrf}&step=preview&op=move&csv=machine%0AA%0A");
     let r = send(&st, "POST", "/tasks/bulk", &bob, Some(&bad)).await;
