@@ -32,7 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(auth_pages::logout))
         .route("/password", get(auth_pages::password_form).post(auth_pages::password_change))
         .route("/lang/{code}", get(auth_pages::lang_switch))
-        .route("/machines", get(pages::machines::machines_list))
+        .route("/machines", get(pages::machines::machines_list).post(pages::machines::machine_add))
         .route("/machines/{id}", get(pages::machines::machine_show))
         .route("/machines/{id}/{action}", post(pages::machines::machine_action))
         .route("/departments", get(pages::departments::departments_list))

@@ -220,6 +220,33 @@ async fn login_sessions_csrf_roles_and_escaping() {
     let history = st.profiles.with_repo(|r| r.machine_history(&"52:54:00:00:00:01".parse().unwrap(), 10)).unwrap();
     assert_eq!(history[0].author_name, "Alice Martin");
 
+    // Adding a machine from the list page: a bad MAC is shown next to its field, with what
+    // was typed kept; a good one lands on the new machine's page.
+    let r = send(
+        &st,
+        "POST",
+        "/machines",
+        &alice,
+        Some(&format!("_csrf={csrf}&mac=52-54-zz&department=pharmacie&location=Salle+2")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("id=\"add-mac-error\"") && r.body.contains("value=\"Salle 2\""), "{}", r.body);
+    let r = send(
+        &st,
+        "POST",
+        "/machines",
+        &alice,
+        Some(&format!("_csrf={csrf}&mac=52:54:00:00:00:02&department=pharmacie&location=Salle+2")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/machines/52:54:00:00:00:02")),
+        "{}",
+        r.body
+    );
+
     // Every page renders for both languages.
     for path in [
         "/",

@@ -1,6 +1,8 @@
 //! Machines: the filtered, paged list (the API's listing code) and one machine's page with its
 //! action forms (the API's operations, through `ops::run`).
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -80,6 +82,32 @@ pub struct MachinesPage {
     prev: Option<usize>,
     next: Option<usize>,
     last: usize,
+    /// The add form as posted, when it was refused.
+    add: Option<(HashMap<String, String>, FormError)>,
+}
+
+impl MachinesPage {
+    /// A field of the refused add form, to show it again.
+    pub fn added(&self, name: &str) -> &str {
+        self.add.as_ref().and_then(|(v, _)| v.get(name)).map(String::as_str).unwrap_or("")
+    }
+    /// Why the add form was refused, about `field` ("": the form as a whole).
+    pub fn add_err(&self, field: &str) -> Option<&str> {
+        self.add.as_ref().filter(|(_, e)| e.field.as_deref().unwrap_or("") == field).map(|(_, e)| e.message.as_str())
+    }
+}
+
+fn list_page(
+    st: &AppState,
+    ctx: PageCtx,
+    f: Filters,
+    add: Option<(HashMap<String, String>, FormError)>,
+) -> Result<MachinesPage, crate::AppError> {
+    let list = api::list(st, &f.query())?;
+    let prev = (f.offset > 0).then(|| f.offset.saturating_sub(PAGE));
+    let next = (f.offset + PAGE < list.total).then_some(f.offset + PAGE);
+    let last = (f.offset + list.machines.len()).min(list.total);
+    Ok(MachinesPage { ctx, departments: departments(st), f, list, statuses: STATUSES, prev, next, last, add })
 }
 
 fn departments(st: &AppState) -> Vec<(String, String)> {
@@ -92,16 +120,41 @@ pub async fn machines_list(
     Query(f): Query<Filters>,
 ) -> Result<Response, ConsoleError> {
     let ctx = PageCtx::new(&s, "machines");
-    let page = blocking(move || {
-        let list = api::list(&st, &f.query())?;
-        let prev = (f.offset > 0).then(|| f.offset.saturating_sub(PAGE));
-        let next = (f.offset + PAGE < list.total).then_some(f.offset + PAGE);
-        let last = (f.offset + list.machines.len()).min(list.total);
-        Ok(MachinesPage { ctx, departments: departments(&st), f, list, statuses: STATUSES, prev, next, last })
-    })
-    .await
-    .or_page(&s)?;
+    let page = blocking(move || list_page(&st, ctx, f, None)).await.or_page(&s)?;
     Ok(render(&page, &page.ctx, StatusCode::OK))
+}
+
+/// A new machine in the inventory (from a purchase order, before it ever boots), optionally
+/// with its install queued: `Op::Add`, as `POST /api/v1/machines`.
+pub async fn machine_add(State(st): State<AppState>, form: CsrfForm) -> Result<Response, ConsoleError> {
+    let s = form.session.clone();
+    let caller = require_role(&st, &s, Role::Technician).await?;
+    let n = ops::NewMachine {
+        mac: form.get("mac").unwrap_or_default(),
+        department: form.get("department").unwrap_or_default(),
+        hostname: form.get("hostname"),
+        serial: form.get("serial"),
+        asset_tag: form.get("asset_tag"),
+        location: form.get("location"),
+        notes: form.get("notes"),
+        install: form.get("install").is_some(),
+    };
+    let reason = form.get("reason");
+    let st2 = st.clone();
+    let report = blocking(move || ops::run(&st2, &caller, &[ops::Op::Add(n)], reason.as_deref())).await.or_page(&s)?;
+    let Some(o) = report.results.into_iter().next() else {
+        return Err(ConsoleError::new(&s, crate::AppError::Internal("an operation without outcome".into())));
+    };
+    if o.ok {
+        let to = format!("/machines/{}", o.mac.as_deref().unwrap_or(""));
+        return Ok(session::redirect_with_flash(&to, o.summary.as_deref().unwrap_or("added"), s.secure));
+    }
+    let status = StatusCode::from_u16(o.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let error = FormError { form: "add".into(), field: o.field, message: o.error.unwrap_or_default() };
+    let ctx = PageCtx::new(&s, "machines");
+    let values = form.fields;
+    let page = blocking(move || list_page(&st, ctx, Filters::default(), Some((values, error)))).await.or_page(&s)?;
+    Ok(render(&page, &page.ctx, status))
 }
 
 /// A refused action, shown next to its form.
