@@ -318,6 +318,7 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("kind.capture", "capture", "capture"),
     ("kind.retire", "retrait", "retire"),
     ("kind.ok", "possible", "possible"),
+    ("kind.accepted", "acceptée", "accepted"),
     ("kind.refused", "refusée", "refused"),
     ("error.title", "Erreur", "Error"),
     ("error.back", "Retour", "Back"),
