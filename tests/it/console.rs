@@ -376,6 +376,7 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
         );
     }
     assert!(b.text("#active-task [data-field=rate]").contains("Mio/s"), "{}", b.text("#active-task"));
+    assert_eq!(b.text("#machine-status"), "installation", "the machine's status follows its running task");
     b.screenshot("machine-deploying");
     let (s, _) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
     assert_eq!(s, 200);
@@ -459,6 +460,10 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
     b.wait_for("the dashboard", |b| b.count(".counters") == 1);
     assert_eq!(b.text("#count-moved"), "1");
     b.screenshot("dashboard");
+    // A task queued elsewhere (here through the API) shows up on the open dashboard.
+    let (s, r) = a.admin.post("/api/v1/machines/ADM-0001/reimage", json!({ "reason": "poste lent" }));
+    assert_eq!(s, 200, "{r}");
+    b.wait_for("the new task on the dashboard", |b| b.source().contains(">ADM-0001<"));
     b.click("a[hreflang=en]");
     b.wait_for("English", |b| b.source().contains("<html lang=\"en\">"));
     assert!(b.text("h1").contains("Dashboard"));

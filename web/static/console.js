@@ -37,6 +37,12 @@
       row.querySelectorAll('[data-field="eta"]').forEach(function (p) {
         p.textContent = t.rate_bps > 0 && t.bytes_total > t.bytes_done ? duration((t.bytes_total - t.bytes_done) / t.rate_bps) : "";
       });
+      // The machine page's own status follows its running task.
+      var status = document.getElementById("machine-status");
+      if (status && t.state === "running" && row.id === "active-task") {
+        status.className = "badge big s-installing";
+        status.textContent = document.body.dataset.wInstalling || status.textContent;
+      }
       row.querySelectorAll('[data-field="state"]').forEach(function (p) {
         var word = document.body.dataset["w" + t.state.charAt(0).toUpperCase() + t.state.slice(1)];
         p.className = "badge s-" + t.state;
@@ -44,7 +50,13 @@
       });
     });
   }
+  var reloadTimer = null;
+  function reloadSoon() {
+    if (reloadTimer === null) reloadTimer = setTimeout(function () { location.reload(); }, 1500);
+  }
   function journal(e) {
+    // The dashboard's counts and lists change with every task queued, started or ended.
+    if (document.querySelector("[data-live-reload]") && /^(machine\.|task\.)/.test(e.kind)) reloadSoon();
     document.querySelectorAll("table[data-live-journal]").forEach(function (table) {
       var only = table.getAttribute("data-live-journal");
       if (only && e.mac !== only) return;
@@ -70,7 +82,7 @@
       setTimeout(function () { location.reload(); }, 800);
     }
   }
-  if (window.EventSource && document.querySelector("[data-task-row], table[data-live-journal]")) {
+  if (window.EventSource && document.querySelector("[data-task-row], table[data-live-journal], [data-live-reload]")) {
     var es = new EventSource("/live");
     es.addEventListener("progress", function (m) { progress(JSON.parse(m.data)); });
     es.addEventListener("event", function (m) { journal(JSON.parse(m.data)); });
