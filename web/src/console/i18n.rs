@@ -41,16 +41,17 @@ impl Lang {
     }
 
     pub fn t(self, key: &str) -> &'static str {
-        match MESSAGES.iter().find(|(k, _, _)| *k == key) {
-            Some((_, fr, en)) => match self {
-                Lang::Fr => fr,
-                Lang::En => en,
-            },
-            None => {
-                tracing::warn!(key, "console: no translation");
-                "?"
-            }
-        }
+        self.lookup(key).unwrap_or_else(|| {
+            tracing::warn!(key, "console: no translation");
+            "?"
+        })
+    }
+
+    pub fn lookup(self, key: &str) -> Option<&'static str> {
+        MESSAGES.iter().find(|(k, _, _)| *k == key).map(|(_, fr, en)| match self {
+            Lang::Fr => *fr,
+            Lang::En => *en,
+        })
     }
 
     /// `1 234 567` in French (narrow no-break space), `1,234,567` in English.

@@ -105,14 +105,7 @@ impl PageCtx {
     }
     /// A status or kind word (`ready`, `move`) in the page's language.
     pub fn word(&self, prefix: &str, value: &str) -> &'static str {
-        let key = format!("{prefix}.{value}");
-        match i18n::MESSAGES.iter().find(|(k, _, _)| *k == key) {
-            Some((_, fr, en)) => match self.lang {
-                Lang::Fr => fr,
-                Lang::En => en,
-            },
-            None => "?",
-        }
+        self.lang.t(&format!("{prefix}.{value}"))
     }
     pub fn can_act(&self) -> bool {
         self.user.as_ref().is_some_and(|u| u.role >= Role::Technician)
