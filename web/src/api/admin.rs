@@ -138,14 +138,14 @@ pub async fn users_list(State(st): State<AppState>, caller: Caller) -> Result<Js
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
-    login: String,
-    name: String,
+    pub login: String,
+    pub name: String,
     #[serde(default)]
-    email: Option<String>,
-    role: Role,
+    pub email: Option<String>,
+    pub role: Role,
     /// Omitted: a password is generated and returned once.
     #[serde(default)]
-    password: Option<String>,
+    pub password: Option<String>,
 }
 
 pub async fn user_create(
@@ -153,6 +153,21 @@ pub async fn user_create(
     caller: Caller,
     Json(b): Json<UserBody>,
 ) -> Result<Response, AppError> {
+    caller.require(Role::Admin)?;
+    blocking(move || {
+        let (user, generated) = create_user(&st, &caller, &b)?;
+        let mut body = serde_json::to_value(&user).map_err(|e| AppError::Internal(e.to_string()))?;
+        if let Some(p) = generated {
+            body["password"] = p.into();
+        }
+        Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    })
+    .await
+}
+
+/// Checks and creates an account, journaled; returns it and the one-time password generated
+/// when none was given (the user must change it at first login). Blocking.
+pub(crate) fn create_user(st: &AppState, caller: &Caller, b: &UserBody) -> Result<(User, Option<String>), AppError> {
     caller.require(Role::Admin)?;
     if b.login.is_empty()
         || b.login.len() > 64
@@ -166,32 +181,25 @@ pub async fn user_create(
     if b.password.as_deref().is_some_and(|p| p.chars().count() < 12) {
         return Err(AppError::invalid("password", "at least 12 characters"));
     }
-    blocking(move || {
-        let generated = b.password.is_none().then(auth::new_password);
-        let password = b.password.clone().or(generated.clone()).expect("one of them");
-        let email = b.email.clone().unwrap_or_else(|| format!("{}@parc.local", b.login));
-        let user = st.db.create_user(
-            &b.login,
-            b.name.trim(),
-            &email,
-            b.role,
-            Some(&auth::hash_password(&password)),
-            generated.is_some(),
-        )?;
-        let msg = format!("user {} ({}) created with role {}", user.login, user.name, user.role.as_str());
-        st.event(&NewEvent {
-            actor: caller.login(),
-            kind: "user.create",
-            mac: None,
-            task_id: None,
-            message: &msg,
-            data: None,
-        })?;
-        let mut body = serde_json::to_value(&user).map_err(|e| AppError::Internal(e.to_string()))?;
-        if let Some(p) = generated {
-            body["password"] = p.into();
-        }
-        Ok((StatusCode::CREATED, axum::Json(body)).into_response())
-    })
-    .await
+    let generated = b.password.is_none().then(auth::new_password);
+    let password = b.password.as_deref().or(generated.as_deref()).unwrap_or_default();
+    let email = b.email.clone().unwrap_or_else(|| format!("{}@parc.local", b.login));
+    let user = st.db.create_user(
+        &b.login,
+        b.name.trim(),
+        &email,
+        b.role,
+        Some(&auth::hash_password(password)),
+        generated.is_some(),
+    )?;
+    let msg = format!("user {} ({}) created with role {}", user.login, user.name, user.role.as_str());
+    st.event(&NewEvent {
+        actor: caller.login(),
+        kind: "user.create",
+        mac: None,
+        task_id: None,
+        message: &msg,
+        data: None,
+    })?;
+    Ok((user, generated))
 }

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks", get(pages::tasks::tasks_list))
         .route("/tasks/bulk", post(pages::tasks::tasks_bulk))
         .route("/tasks/{id}/cancel", post(pages::tasks::task_cancel))
+        .route("/users", get(pages::users::users_list).post(pages::users::user_add))
         .route("/journal", get(pages::journal::journal_list))
         .route("/journal.csv", get(pages::journal::journal_csv))
         .route("/live", get(pages::live))
@@ -107,6 +108,9 @@ impl PageCtx {
     pub fn word(&self, prefix: &str, value: &str) -> &'static str {
         self.lang.t(&format!("{prefix}.{value}"))
     }
+    pub fn is_admin(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.role >= Role::Admin)
+    }
     pub fn can_act(&self) -> bool {
         self.user.as_ref().is_some_and(|u| u.role >= Role::Technician)
     }
@@ -119,6 +123,14 @@ impl PageCtx {
     pub fn is(&self, nav: &str) -> bool {
         self.nav == nav
     }
+}
+
+/// A refused form, shown next to its field (or at the top of the form without one).
+#[derive(Debug, Default)]
+pub struct FormError {
+    pub form: String,
+    pub field: Option<String>,
+    pub message: String,
 }
 
 /// Renders a page: HTML, never cached (it shows live state and a CSRF token), and the flash

@@ -247,6 +247,33 @@ async fn login_sessions_csrf_roles_and_escaping() {
         r.body
     );
 
+    // Accounts are an admin's page: a technician gets 403; an admin creates one and sees its
+    // one-time password once.
+    assert_eq!(send(&st, "GET", "/users", &alice, None).await.status, StatusCode::FORBIDDEN);
+    st.db
+        .create_user("root", "Admin", "root@example.org", Role::Admin, Some(&hash_password("root-password-12")), false)
+        .unwrap();
+    let root = session_cookie(&login(&st, "root", "root-password-12").await);
+    let page = send(&st, "GET", "/users", &root, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let root_csrf = hidden(&page.body, "_csrf");
+    let r =
+        send(&st, "POST", "/users", &root, Some(&format!("_csrf={root_csrf}&login=bad+login&name=X&role=technician")))
+            .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("id=\"user-login-error\""), "{}", r.body);
+    let r = send(
+        &st,
+        "POST",
+        "/users",
+        &root,
+        Some(&format!("_csrf={root_csrf}&login=dora&name=Dora+Petit&role=readonly")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let pw = r.body.split("id=\"one-time-password\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert_eq!(login(&st, "dora", &pw).await.location.as_deref(), Some("/password"), "must change it first");
+
     // Every page renders for both languages.
     for path in [
         "/",

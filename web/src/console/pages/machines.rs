@@ -12,7 +12,7 @@ use super::TaskRow;
 use crate::api::machines::{self as api, ActionBody, ListQuery, MachineDetail, MachineList};
 use crate::console::csrf::CsrfForm;
 use crate::console::session::{self, Session};
-use crate::console::{render, require_role, ConsoleError, OrPage, PageCtx};
+use crate::console::{render, require_role, ConsoleError, FormError, OrPage, PageCtx};
 use crate::db::Role;
 use crate::{blocking, ops, AppState};
 
@@ -155,14 +155,6 @@ pub async fn machine_add(State(st): State<AppState>, form: CsrfForm) -> Result<R
     let values = form.fields;
     let page = blocking(move || list_page(&st, ctx, Filters::default(), Some((values, error)))).await.or_page(&s)?;
     Ok(render(&page, &page.ctx, status))
-}
-
-/// A refused action, shown next to its form.
-#[derive(Debug, Default)]
-pub struct FormError {
-    pub form: String,
-    pub field: Option<String>,
-    pub message: String,
 }
 
 #[derive(Template)]

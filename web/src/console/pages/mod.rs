@@ -6,6 +6,7 @@ pub mod images;
 pub mod journal;
 pub mod machines;
 pub mod tasks;
+pub mod users;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
