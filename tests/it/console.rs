@@ -488,4 +488,17 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
         &format!("_csrf={}&step=confirm&op=install&csv=machine%0AURG-0003%0A", csrf.as_str().unwrap()),
     );
     assert_eq!(s, 403);
+
+    // An admin's accounts page.
+    create_user(&a, "root", "Responsable technique", "admin", "root-password-12");
+    b.click("form[action='/logout'] button");
+    b.wait_for("the login page", |b| b.url().contains("/login"));
+    b.login(&srv, "root", "root-password-12");
+    b.click("a[href='/users']");
+    b.type_into("#user-login", "nina");
+    b.type_into("input[name=name]", "Nina <Technicienne>");
+    b.click("#user-submit");
+    b.wait_for("the new account", |b| b.count("#one-time-password") == 1);
+    assert!(b.text("table").contains("Nina <Technicienne>"), "{}", b.text("table"));
+    b.screenshot("users");
 }
