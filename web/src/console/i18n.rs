@@ -331,7 +331,6 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("kind.accepted", "acceptée", "accepted"),
     ("kind.refused", "refusée", "refused"),
     ("error.title", "Erreur", "Error"),
-    ("error.back", "Retour", "Back"),
     ("error.csrf", "Ce formulaire a expiré ou ne vient pas de parc (jeton de sécurité absent ou faux). Rechargez la page et recommencez.", "This form has expired or did not come from parc (missing or wrong security token). Reload the page and submit it again."),
     ("form.errors", "Corrigez les champs signalés.", "Correct the fields marked below."),
     ("time.utc", "heures UTC", "times in UTC"),

@@ -18,6 +18,7 @@ struct Resp {
     raw_cookies: Vec<String>,
     location: Option<String>,
     body: String,
+    csp: String,
 }
 
 async fn send(st: &AppState, method: &str, uri: &str, cookie: &str, form: Option<&str>) -> Resp {
@@ -54,9 +55,11 @@ async fn send_with(
         .collect();
     let raw_cookies: Vec<String> =
         resp.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let csp =
+        resp.headers().get("content-security-policy").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_string());
     let body = String::from_utf8(axum::body::to_bytes(resp.into_body(), 10 << 20).await.unwrap().to_vec()).unwrap();
-    Resp { status, cookies, raw_cookies, location, body }
+    Resp { status, cookies, raw_cookies, location, body, csp }
 }
 
 fn hidden(body: &str, name: &str) -> String {
@@ -159,6 +162,7 @@ async fn login_sessions_csrf_roles_and_escaping() {
         page.body
     );
     assert!(page.body.contains("id=\"form-move\""));
+    assert!(page.csp.contains("script-src 'self'") && page.csp.contains("frame-ancestors 'none'"), "{}", page.csp);
 
     // An action without the CSRF token is refused and changes nothing.
     let r = send(&st, "POST", "/machines/52:54:00:00:00:01/retire", &alice, Some("reason=test")).await;
