@@ -52,8 +52,10 @@ impl Browser {
     /// Starts chromedriver and a headless chromium with a fresh profile, French first.
     fn start() -> Browser {
         let port = free_port();
+        // A time zone other than the server's UTC, to see the pages show local times.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TZ", "Europe/Paris")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -398,6 +400,12 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
         "{rows}"
     );
     b.goto(&format!("{srv}/journal"));
+    // Times are written in UTC by the server and shown in the browser's zone.
+    let ms = b.js("return document.querySelector('time[data-ms]').dataset.ms;");
+    let secs = ms.as_str().unwrap().parse::<i64>().unwrap() / 1000;
+    let paris = sh(&format!("TZ=Europe/Paris date -d @{secs} '+%d/%m/%Y %H:%M'"));
+    assert_eq!(b.content("time[data-ms]"), paris.trim());
+    assert!(b.text("#tz").contains("Europe/Paris"), "{}", b.text("#tz"));
     b.screenshot("journal");
     let (s, csv) = c.get("/journal.csv?kind=machine.move");
     assert_eq!(s, 200);

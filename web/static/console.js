@@ -20,12 +20,20 @@
     return sec + "\u00a0s";
   }
   function pad2(x) { return (x < 10 ? "0" : "") + x; }
+  // The server writes times in UTC (it has no time-zone database); here they become the
+  // browser's local time, in the same format.
   function when(ms) {
     var d = new Date(ms);
     var date = lang === "en"
-      ? d.getUTCFullYear() + "-" + pad2(d.getUTCMonth() + 1) + "-" + pad2(d.getUTCDate())
-      : pad2(d.getUTCDate()) + "/" + pad2(d.getUTCMonth() + 1) + "/" + d.getUTCFullYear();
-    return date + " " + pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes());
+      ? d.getFullYear() + "-" + pad2(d.getMonth() + 1) + "-" + pad2(d.getDate())
+      : pad2(d.getDate()) + "/" + pad2(d.getMonth() + 1) + "/" + d.getFullYear();
+    return date + " " + pad2(d.getHours()) + ":" + pad2(d.getMinutes());
+  }
+  document.querySelectorAll("time[data-ms]").forEach(function (t) { t.textContent = when(Number(t.dataset.ms)); });
+  var tz = document.getElementById("tz");
+  if (tz) {
+    var zone = window.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone;
+    tz.textContent = tz.dataset.local + (zone ? " (" + zone + ")" : "");
   }
   function progress(t) {
     document.querySelectorAll('[data-task-row="' + t.id + '"]').forEach(function (row) {

@@ -112,6 +112,13 @@ impl Lang {
     }
 }
 
+/// `2026-11-28T22:00:00Z` (the journal's CSV, `<time datetime>`).
+pub fn iso8601(ms: i64) -> String {
+    let (y, m, d) = crate::ops::civil_from_days(ms.div_euclid(86_400_000));
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
 /// (key, French, English).
 pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("app.title", "parc — console", "parc — console"),
@@ -334,6 +341,7 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("error.csrf", "Ce formulaire a expiré ou ne vient pas de parc (jeton de sécurité absent ou faux). Rechargez la page et recommencez.", "This form has expired or did not come from parc (missing or wrong security token). Reload the page and submit it again."),
     ("form.errors", "Corrigez les champs signalés.", "Correct the fields marked below."),
     ("time.utc", "heures UTC", "times in UTC"),
+    ("time.local", "heures locales", "local times"),
 ];
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod session;
 
 use std::borrow::Borrow;
 
+use askama::filters::Safe;
 use askama::Template;
 use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
@@ -94,15 +95,22 @@ impl PageCtx {
     pub fn duration(&self, secs: impl Borrow<u64>) -> String {
         self.lang.duration(*secs.borrow())
     }
-    pub fn date(&self, ms: impl Borrow<i64>) -> String {
-        self.lang.datetime(*ms.borrow())
+    /// A date as `<time>`: its text is the UTC time in the page's language, which console.js
+    /// rewrites in the browser's time zone. Marked safe: it holds only our own digits and
+    /// separators, never user data.
+    pub fn date(&self, ms: impl Borrow<i64>) -> Safe<String> {
+        let ms = *ms.borrow();
+        Safe(format!("<time datetime=\"{}\" data-ms=\"{ms}\">{}</time>", i18n::iso8601(ms), self.lang.datetime(ms)))
     }
     /// A date from unix seconds (git's author time).
-    pub fn date_s(&self, secs: impl Borrow<i64>) -> String {
-        self.lang.datetime(secs.borrow().saturating_mul(1000))
+    pub fn date_s(&self, secs: impl Borrow<i64>) -> Safe<String> {
+        self.date(secs.borrow().saturating_mul(1000))
     }
-    pub fn date_opt(&self, ms: impl Borrow<Option<i64>>) -> String {
-        ms.borrow().map(|m| self.lang.datetime(m)).unwrap_or_else(|| "—".into())
+    pub fn date_opt(&self, ms: impl Borrow<Option<i64>>) -> Safe<String> {
+        match *ms.borrow() {
+            Some(m) => self.date(m),
+            None => Safe("—".into()),
+        }
     }
     /// A status or kind word (`ready`, `move`) in the page's language.
     pub fn word(&self, prefix: &str, value: &str) -> &'static str {

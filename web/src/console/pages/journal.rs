@@ -102,19 +102,13 @@ pub async fn journal_csv(
         .into_response())
 }
 
-fn iso(ms: i64) -> String {
-    let (y, m, d) = crate::ops::civil_from_days(ms.div_euclid(86_400_000));
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
 fn to_csv(events: &[Event]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["id", "time_utc", "actor", "kind", "mac", "task", "message"])?;
     for e in events {
         w.write_record([
             e.id.to_string(),
-            iso(e.at),
+            crate::console::i18n::iso8601(e.at),
             e.actor.clone(),
             e.kind.clone(),
             e.mac.clone().unwrap_or_default(),
