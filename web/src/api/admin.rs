@@ -44,6 +44,8 @@ pub async fn events_list(
         let query = EventQuery {
             after: q.after,
             before: None,
+            since: None,
+            until: None,
             mac,
             task_id: q.task,
             actor: q.actor,

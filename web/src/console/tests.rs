@@ -296,6 +296,14 @@ async fn login_sessions_csrf_roles_and_escaping() {
             assert!(r.body.contains(&format!("<html lang=\"{lang}\">")), "{path}");
         }
     }
+    // Date filters: a day long ago has nothing; a malformed date is said next to its field.
+    let r = send(&st, "GET", "/journal?from=2000-01-01&to=2000-01-01", &alice, None).await;
+    assert!(r.body.contains("Aucune entrée."), "{}", r.body);
+    let r = send(&st, "GET", "/journal?from=28%2F11", &alice, None).await;
+    assert!(r.body.contains("Date attendue"), "{}", r.body);
+    let today = crate::console::i18n::iso8601(crate::db::now_ms())[..10].to_string();
+    let r = send(&st, "GET", &format!("/journal.csv?from={today}&to={today}&kind=machine.retire"), &alice, None).await;
+    assert_eq!(r.body.lines().count(), 2, "{}", r.body);
     let csv = send(&st, "GET", "/journal.csv?actor=alice", &alice, None).await;
     assert!(
         csv.body.starts_with("id,time_utc,actor,kind,mac,task,message\n") && csv.body.contains("machine.retire"),

@@ -99,10 +99,21 @@ impl Db {
             "SELECT id, at, actor, kind, mac, task_id, message, data FROM events
              WHERE id > ?1 AND (?2 IS NULL OR mac = ?2) AND (?3 IS NULL OR task_id = ?3)
                AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR kind LIKE ?5 || '%') AND (?7 IS NULL OR id < ?7)
+               AND (?8 IS NULL OR at >= ?8) AND (?9 IS NULL OR at < ?9)
              ORDER BY id DESC LIMIT ?6",
         )?;
         let rows = stmt.query_map(
-            params![q.after.unwrap_or(0), q.mac, q.task_id, q.actor, q.kind, q.limit.clamp(1, 10_000), q.before],
+            params![
+                q.after.unwrap_or(0),
+                q.mac,
+                q.task_id,
+                q.actor,
+                q.kind,
+                q.limit.clamp(1, 10_000),
+                q.before,
+                q.since,
+                q.until
+            ],
             |r| {
                 let data: Option<String> = r.get(7)?;
                 Ok(Event {
@@ -210,6 +221,9 @@ pub struct EventQuery {
     pub after: Option<i64>,
     /// Events with an id below this one (paging backwards).
     pub before: Option<i64>,
+    /// Events at or after this time, and before `until` (unix ms).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
     pub mac: Option<String>,
     pub task_id: Option<i64>,
     pub actor: Option<String>,

@@ -23,7 +23,22 @@ pub struct JournalFilters {
     kind: String,
     #[serde(default)]
     machine: String,
+    /// `YYYY-MM-DD` (UTC days), both included.
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
     before: Option<i64>,
+}
+
+/// Midnight UTC of a `YYYY-MM-DD` day, in unix ms.
+fn day_start(s: &str) -> Option<i64> {
+    let mut p = s.trim().splitn(3, '-');
+    let (y, m, d) = (p.next()?.parse().ok()?, p.next()?.parse().ok()?, p.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(crate::ops::days_from_civil(y, m, d) * 86_400_000)
 }
 
 impl JournalFilters {
@@ -40,17 +55,30 @@ impl JournalFilters {
             task_id: None,
             actor: opt(&self.actor),
             kind: opt(&self.kind),
+            since: day_start(&self.from),
+            until: day_start(&self.to).map(|t| t + 86_400_000),
             limit,
         }
     }
+    /// A date field that does not read as a day, for the message next to it.
+    pub fn bad_date(&self, field: &str) -> bool {
+        let v = if field == "from" { &self.from } else { &self.to };
+        !v.trim().is_empty() && day_start(v).is_none()
+    }
     /// Query string of these filters (for the export link and paging).
     pub fn qs(&self) -> String {
-        [("actor", &self.actor), ("kind", &self.kind), ("machine", &self.machine)]
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("{k}={}", session::url_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
+        [
+            ("actor", &self.actor),
+            ("kind", &self.kind),
+            ("machine", &self.machine),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", session::url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
     }
 }
 
@@ -123,6 +151,14 @@ fn to_csv(events: &[Event]) -> Result<Vec<u8>, csv::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days() {
+        assert_eq!(day_start("2026-11-28"), Some(1_795_824_000_000));
+        assert_eq!(day_start("1970-01-01"), Some(0));
+        assert_eq!(day_start("2026-13-01"), None);
+        assert_eq!(day_start("hier"), None);
+    }
 
     #[test]
     fn csv_export_quotes_and_defuses_formulas() {
