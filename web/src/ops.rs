@@ -184,6 +184,15 @@ pub fn find<'a>(inv: &'a Inventory, reference: &str) -> Option<&'a Machine> {
     }
 }
 
+/// The MAC address a journal filter means: the machine's when the reference names one, else
+/// the reference itself (a machine that left the inventory), lowercased as MACs are stored.
+pub fn journal_mac(inv: &Inventory, reference: &str) -> String {
+    match find(inv, reference) {
+        Some(m) => m.mac.to_string(),
+        None => reference.to_lowercase(),
+    }
+}
+
 struct Ctx<'a> {
     st: &'a AppState,
     repo: &'a parc_profiles::Repo,

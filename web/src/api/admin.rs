@@ -34,13 +34,7 @@ pub async fn events_list(
 ) -> Result<Json<Vec<Event>>, AppError> {
     caller.require(Role::Readonly)?;
     blocking(move || {
-        let mac = match q.machine {
-            Some(m) => Some(match crate::ops::find(&st.profiles.snapshot().inventory, &m) {
-                Some(found) => found.mac.to_string(),
-                None => m,
-            }),
-            None => None,
-        };
+        let mac = q.machine.map(|m| crate::ops::journal_mac(&st.profiles.snapshot().inventory, &m));
         let query = EventQuery {
             after: q.after,
             before: None,

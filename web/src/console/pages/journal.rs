@@ -44,10 +44,7 @@ fn day_start(s: &str) -> Option<i64> {
 impl JournalFilters {
     fn query(&self, st: &AppState, limit: i64) -> EventQuery {
         let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
-        let mac = opt(&self.machine).map(|m| match crate::ops::find(&st.profiles.snapshot().inventory, &m) {
-            Some(found) => found.mac.to_string(),
-            None => m.to_lowercase(),
-        });
+        let mac = opt(&self.machine).map(|m| crate::ops::journal_mac(&st.profiles.snapshot().inventory, &m));
         EventQuery {
             after: None,
             before: self.before,
