@@ -169,9 +169,15 @@ pub fn check_login(
         }
     }
     let user = st.db.user_by_login(login)?;
-    let ok = user.as_ref().is_some_and(|u| {
-        !u.disabled && u.password_hash.as_deref().is_some_and(|h| crate::auth::verify_password(password, h))
-    });
+    // An unknown login costs one argon2 verification too: the answer's timing must not tell
+    // which logins exist.
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
+        Some(h) => h,
+        None => DECOY.get_or_init(|| crate::auth::hash_password(&new_secret(""))).as_str(),
+    };
+    let verified = crate::auth::verify_password(password, hash);
+    let ok = verified && user.as_ref().is_some_and(|u| !u.disabled && u.password_hash.is_some());
     match user {
         Some(u) if ok => {
             st.db.login_succeeded(&keys[0])?;
