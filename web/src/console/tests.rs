@@ -410,6 +410,13 @@ async fn throttling_forced_password_change_and_bulk_preview() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains(&format!("data-task-row=\"{}\"", task.id)) && r.body.contains(">bob<"), "{}", r.body);
     assert_eq!(send(&st, "GET", "/tasks?batch=nope", &bob, None).await.status, StatusCode::NOT_FOUND);
+    // The machine list shows the queued task's progress bar on its row (console.js moves it).
+    let r = send(&st, "GET", "/machines?q=52%3A54%3A00%3A00%3A01%3A01", &bob, None).await;
+    assert!(
+        r.body.contains(&format!("data-task-row=\"{}\"", task.id)) && r.body.contains("class=\"progress\""),
+        "{}",
+        r.body
+    );
     // Verifying the image from its page: intact, then with a chunk file damaged.
     let r = send(&st, "POST", "/images/verify", &bob, Some(&format!("_csrf={csrf}&image=debian-poste@1"))).await;
     assert_eq!((r.status, r.location.as_deref()), (StatusCode::SEE_OTHER, Some("/images")), "{}", r.body);

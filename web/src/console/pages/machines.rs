@@ -169,6 +169,11 @@ pub struct MachinePage {
 }
 
 impl MachinesPage {
+    /// The running or queued task of a listed machine, for its progress bar.
+    pub fn progress(&self, m: &crate::api::machines::MachineView) -> Option<TaskRow> {
+        m.task.clone().filter(|t| t.state.is_active()).map(TaskRow::new)
+    }
+
     /// A department's display name (its id when the repository no longer has it).
     pub fn dep_name<'a>(&'a self, id: &'a str) -> &'a str {
         self.departments.iter().find(|d| d.0 == id).map(|d| d.1.as_str()).unwrap_or(id)
