@@ -89,6 +89,7 @@ fn agent_installs_applies_the_profile_moves_and_refuses_a_corrupt_chunk() {
     let (ok, log) = agent(&a, mac, &target.0);
     assert!(ok, "agent failed:\n{log}");
     assert!(log.contains("image written and verified") && log.contains("profile applied on partition 2"), "{log}");
+    assert!(!log.contains("progress report failed"), "the appliance refused a progress report:\n{log}");
     let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
     assert_eq!(m["status"], "installed", "{m}");
     assert_eq!(m["image_digest"], digest.as_str());

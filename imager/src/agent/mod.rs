@@ -196,6 +196,9 @@ fn do_task(
     }
 
     let meter = Arc::new(Meter::default());
+    // The reporter's first report may come before the deploy names its first phase, and the
+    // appliance refuses a report without one.
+    meter.phase("starting", 0);
     let stop = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let reporter = {
