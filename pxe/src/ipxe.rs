@@ -86,9 +86,12 @@ pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
                  initrd --name initrd {base}/netboot/initrd\nboot\n"
             )
         }
+        // UEFI: a boot option that returns success sends the firmware to its boot manager menu
+        // (UEFI spec 3.1.1; OVMF does), one that fails makes it try the next option, the disk.
+        // BIOS: iPXE boots the first hard disk itself.
         Decision::LocalDisk { reason } => format!(
             "#!ipxe\necho parc: {mac}: {reason}; booting the local disk\n\
-             iseq ${{platform}} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n"
+             iseq ${{platform}} efi && exit 1 ||\nsanboot --no-describe --drive 0x80 || exit 1\n"
         ),
     }
 }
@@ -140,6 +143,8 @@ mod tests {
         assert_eq!(render_ask_mac("http://h:1"), "#!ipxe\nchain http://h:1/boot.ipxe?mac=${net0/mac}\n");
         let local = render(&s, mac, &Decision::LocalDisk { reason: "no pending task" });
         assert!(local.contains("sanboot --no-describe --drive 0x80"));
+        // UEFI firmware goes on to the disk only when the network boot option fails.
+        assert!(local.contains("iseq ${platform} efi && exit 1 ||"), "{local}");
     }
 
     #[test]
