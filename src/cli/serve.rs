@@ -162,13 +162,19 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let http = parc_web::serve(listener, state, async move { http_stop.cancelled().await });
         match pxe_task {
             Some(mut pxe) => {
+                let mut http = std::pin::pin!(http);
                 tokio::select! {
-                    r = http => r.context("HTTP server")?,
+                    r = &mut http => r.context("HTTP server")?,
                     r = &mut pxe => {
-                        // PXE stopped on its own: that is an error (bind refused, interface gone).
-                        shutdown.cancel();
                         r.context("network boot task")??;
-                        bail!("network boot stopped");
+                        // Stopping on its own, not for a signal, is an error (interface gone).
+                        if !shutdown.is_cancelled() {
+                            shutdown.cancel();
+                            bail!("network boot stopped");
+                        }
+                        http.await.context("HTTP server")?;
+                        tracing::info!("stopped");
+                        return Ok(ExitCode::SUCCESS);
                     }
                 }
                 shutdown.cancel();
