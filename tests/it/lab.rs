@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const SERVER_IP: &str = "10.77.0.1";
+pub(crate) const SERVER_IP: &str = "10.77.0.1";
 const MARKER: &str = "PARC-LAB-INIT-OK";
 
-struct Lab {
-    sw: String,
-    srv: String,
+pub(crate) struct Lab {
+    pub sw: String,
+    pub srv: String,
     extra_ns: Vec<String>,
     children: Vec<Child>,
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    pub fn new(tag: &str) -> Lab {
         let id = format!("{tag}{}", std::process::id() % 100_000);
         let lab = Lab { sw: format!("psw{id}"), srv: format!("psv{id}"), extra_ns: Vec::new(), children: Vec::new() };
         let (sw, srv) = (&lab.sw, &lab.srv);
@@ -44,7 +44,7 @@ impl Lab {
 
     /// The hospital's own DHCP server: dnsmasq handing out addresses only, no boot options,
     /// in a third namespace on the same bridge.
-    fn hospital_dhcp(&mut self) {
+    pub fn hospital_dhcp(&mut self) {
         let (sw, hosp) = (&self.sw, format!("{}h", self.srv));
         sh(&format!(
             "ip netns add {hosp}
@@ -81,7 +81,7 @@ impl Lab {
         self.extra_ns.push(hosp);
     }
 
-    fn tap(&self, name: &str) {
+    pub fn tap(&self, name: &str) {
         sh(&format!(
             "ip -n {sw} tuntap add dev {name} mode tap && ip -n {sw} link set {name} master br0 up",
             sw = self.sw
@@ -140,8 +140,8 @@ fn build_netboot_files() -> PathBuf {
     cache
 }
 
-#[derive(Clone, Copy)]
-enum Firmware {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Firmware {
     Bios,
     Uefi,
 }
@@ -149,32 +149,54 @@ enum Firmware {
 /// Boots one QEMU client on `tap` and returns its serial log once the marker appears.
 fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> String {
     let done = |text: &str| text.find(MARKER).is_some_and(|at| text[at..].contains('\n'));
-    run_client(lab, tap, mac, fw, 512, work, &[], Duration::from_secs(240), done).log
+    let vm = Vm::new(tap, mac, fw, 512, work);
+    run_client(lab, &vm, "boot", &[], Duration::from_secs(240), done).log
+}
+
+/// One QEMU client of the lab.
+pub(crate) struct Vm {
+    pub tap: String,
+    pub mac: String,
+    pub fw: Firmware,
+    pub mem_mib: u32,
+    pub cpus: u32,
+    /// A raw disk file (virtio), booted after the network like a PC whose firmware tries
+    /// PXE first.
+    pub disk: Option<PathBuf>,
+    /// Where its serial logs and UEFI variables live.
+    pub dir: PathBuf,
+}
+
+impl Vm {
+    pub fn new(tap: &str, mac: &str, fw: Firmware, mem_mib: u32, dir: &Path) -> Vm {
+        Vm { tap: tap.into(), mac: mac.into(), fw, mem_mib, cpus: 1, disk: None, dir: dir.to_path_buf() }
+    }
 }
 
 /// What a client's serial console showed, and when.
-struct ClientRun {
-    log: String,
+pub(crate) struct ClientRun {
+    pub log: String,
     /// For each watched text, the time from QEMU's start to its first appearance.
-    seen: Vec<Option<Duration>>,
+    pub seen: Vec<Option<Duration>>,
+    /// From QEMU's start to `done` (or to QEMU's exit).
+    pub elapsed: Duration,
 }
 
-/// Boots one QEMU client on `tap` with `mem_mib` of memory until `done(serial log)` holds, then
-/// stops it. Records when each `watch` text first appears. Panics with the serial log when QEMU
-/// exits first (unless `done` then holds) or after `timeout`.
-#[allow(clippy::too_many_arguments)]
-fn run_client(
+/// Boots `vm` until `done(serial log)` holds, then stops it (QEMU runs with -no-reboot: a
+/// reboot ends the run, and `done` is checked once more). Records when each `watch` text first
+/// appears. The serial console goes to `<dir>/<tap>.<phase>.serial.log`. Panics with the serial
+/// log when QEMU exits and `done` does not hold, or after `timeout`.
+pub(crate) fn run_client(
     lab: &Lab,
-    tap: &str,
-    mac: &str,
-    fw: Firmware,
-    mem_mib: u32,
-    work: &Path,
+    vm: &Vm,
+    phase: &str,
     watch: &[&str],
     timeout: Duration,
     mut done: impl FnMut(&str) -> bool,
 ) -> ClientRun {
-    let log = work.join(format!("{tap}.serial.log"));
+    let (tap, mac, work) = (&vm.tap, &vm.mac, &vm.dir);
+    let log = work.join(format!("{tap}.{phase}.serial.log"));
+    let _ = std::fs::remove_file(&log);
     let mut args: Vec<String> = vec![
         "netns".into(),
         "exec".into(),
@@ -183,7 +205,9 @@ fn run_client(
         "-accel".into(),
         "tcg".into(),
         "-m".into(),
-        mem_mib.to_string(),
+        vm.mem_mib.to_string(),
+        "-smp".into(),
+        vm.cpus.to_string(),
         "-display".into(),
         "none".into(),
         "-serial".into(),
@@ -192,18 +216,35 @@ fn run_client(
         "-netdev".into(),
         format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
     ];
-    match fw {
+    if let Some(disk) = &vm.disk {
+        let boot = if matches!(vm.fw, Firmware::Uefi) { ",bootindex=2" } else { "" };
+        args.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=d0,cache=unsafe", disk.display()),
+            "-device".into(),
+            format!("virtio-blk-pci,drive=d0{boot}"),
+        ]);
+    }
+    match vm.fw {
         Firmware::Bios => {
             args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac}"), "-boot".into(), "n".into()]);
         }
         Firmware::Uefi => {
+            // Kept across the power-ons of one machine, like a PC's NVRAM.
             let vars = work.join(format!("{tap}.vars.fd"));
-            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+            if !vars.exists() {
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+            }
             args.extend([
                 "-drive".into(),
                 "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
                 "-drive".into(),
                 format!("if=pflash,format=raw,file={}", vars.display()),
+                // Network boot over IPv4 only, as a hospital's PCs are set up: otherwise, once
+                // the boot script sends it on (`exit 1`), OVMF tries PXE and HTTP boot over
+                // IPv6 before the disk, minutes under TCG.
+                "-fw_cfg".into(),
+                "name=opt/org.tianocore/IPv6Support,string=no".into(),
                 // The firmware's own PXE client, not an iPXE option ROM: the path real PCs take.
                 "-device".into(),
                 format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
@@ -222,14 +263,16 @@ fn run_client(
             }
         }
         if done(&text) {
+            let elapsed = start.elapsed();
             let _ = child.kill();
             let _ = child.wait();
-            return ClientRun { log: text, seen };
+            return ClientRun { log: text, seen, elapsed };
         }
         if let Ok(Some(status)) = child.try_wait() {
+            let elapsed = start.elapsed();
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if done(&text) {
-                return ClientRun { log: text, seen };
+                return ClientRun { log: text, seen, elapsed };
             }
             panic!("QEMU exited ({status}) before the client was done; serial log:\n{text}");
         }
@@ -244,7 +287,20 @@ fn run_client(
 
 /// Starts `parc serve` in the server namespace; returns the rest of its stdout (the first
 /// start's admin password follows the "serving" line).
-fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) -> BufReader<ChildStdout> {
+pub(crate) fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) -> BufReader<ChildStdout> {
+    let (child, stdout) = spawn_parc(lab, data, mode, None);
+    lab.children.push(child);
+    stdout
+}
+
+/// Starts `parc serve` in the server namespace, its warnings on the test's stderr or, given a
+/// log file, its info logs there; returns it and the rest of its stdout, once it serves.
+pub(crate) fn spawn_parc(
+    lab: &Lab,
+    data: &Path,
+    mode: &[&str],
+    log: Option<std::fs::File>,
+) -> (Child, BufReader<ChildStdout>) {
     let mut args = vec![
         "netns".to_string(),
         "exec".into(),
@@ -259,21 +315,30 @@ fn start_parc(lab: &mut Lab, data: &Path, mode: &[&str]) -> BufReader<ChildStdou
         "eth0".into(),
     ];
     args.extend(mode.iter().map(|s| s.to_string()));
-    let mut child = Command::new("ip").args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(&args).stdout(Stdio::piped());
+    match log {
+        Some(file) => cmd.env("PARC_LOG", "info").stderr(file),
+        None => cmd.stderr(Stdio::inherit()),
+    };
+    let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut line).unwrap();
     assert!(line.contains("parc serving"), "parc serve did not start: {line:?}");
-    lab.children.push(child);
-    stdout
+    (child, stdout)
 }
 
-fn lab_prereqs(test: &str) -> bool {
+pub(crate) fn lab_prereqs(test: &str) -> bool {
     root_or_skip(test) && have("qemu-system-x86_64", "qemu-system-x86") && have("cpio", "cpio")
 }
 
 fn data_with_agent(work: &Path) -> PathBuf {
-    let files = netboot_files();
+    data_with_netboot(work, &netboot_files())
+}
+
+/// `<work>/data` for `parc serve`, with `files`' vmlinuz and initrd as what it network-boots.
+pub(crate) fn data_with_netboot(work: &Path, files: &Path) -> PathBuf {
     let data = work.join("data");
     std::fs::create_dir_all(data.join("netboot")).unwrap();
     for f in ["vmlinuz", "initrd"] {
@@ -282,7 +347,7 @@ fn data_with_agent(work: &Path) -> PathBuf {
     data
 }
 
-const DHCP_MODE: &[&str] = &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"];
+pub(crate) const DHCP_MODE: &[&str] = &["--pxe-mode", "dhcp", "--dhcp-range", "10.77.0.100-10.77.0.150"];
 
 /// Boots one client in a fresh lab and returns the marker line (the kernel command line parc's
 /// boot script chose) and the data directory.
@@ -340,7 +405,13 @@ fn bios_ipxe_boots_through_parc_proxydhcp_beside_hospital_dhcp() {
 
 /// The agent's netboot environment from `iso/build-netboot` in `target/netboot` (scripts/test
 /// builds it before `cargo test`; here it is then only checked, in a few seconds).
-fn agent_environment() -> PathBuf {
+pub(crate) fn agent_environment() -> PathBuf {
+    // Once per test process: tests running in parallel must not build it twice at once.
+    static OUT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    OUT.get_or_init(build_agent_environment).clone()
+}
+
+fn build_agent_environment() -> PathBuf {
     let top = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = top.join("target/netboot");
     let mut cmd = Command::new(top.join("iso/build-netboot"));
@@ -360,8 +431,38 @@ fn agent_environment() -> PathBuf {
     out
 }
 
+/// The one-time admin password `parc serve` prints after "serving" on a first start.
+pub(crate) fn admin_password(stdout: &mut BufReader<ChildStdout>) -> String {
+    (0..5)
+        .find_map(|_| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.split("password ").nth(1).map(|p| p.trim().to_string())
+        })
+        .expect("parc serve printed no admin password")
+}
+
+/// An API token for the admin.
+pub(crate) fn lab_token(lab: &Lab, password: &str) -> String {
+    let api = format!("http://{SERVER_IP}:8080/api/v1");
+    let reply = lab_curl(
+        lab,
+        &[
+            "-u",
+            &format!("admin:{password}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"name":"lab"}"#,
+            &format!("{api}/tokens"),
+        ],
+    );
+    let token: serde_json::Value = serde_json::from_str(&reply).expect("POST /api/v1/tokens answers JSON");
+    token["token"].as_str().expect("a token").to_string()
+}
+
 /// `curl` in the server's namespace (the API listens on the lab network only).
-fn lab_curl(lab: &Lab, args: &[&str]) -> String {
+pub(crate) fn lab_curl(lab: &Lab, args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.srv, "curl", "-sS", "--max-time", "5"])
         .args(args)
@@ -386,38 +487,13 @@ fn netboot_environment_boots_to_the_agent() {
     let help = String::from_utf8(parc().arg("--help").output().unwrap().stdout).unwrap();
     let has_agent = help.lines().any(|l| l.split_whitespace().next() == Some("agent"));
 
-    let files = agent_environment();
     let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    std::fs::create_dir_all(data.join("netboot")).unwrap();
-    for f in ["vmlinuz", "initrd"] {
-        std::fs::copy(files.join(f), data.join("netboot").join(f)).unwrap();
-    }
+    let data = data_with_netboot(work.path(), &agent_environment());
     let mut lab = Lab::new("n");
     lab.tap("tap0");
     let mut stdout = start_parc(&mut lab, &data, DHCP_MODE);
-    let password = (0..5)
-        .find_map(|_| {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            line.split("password ").nth(1).map(|p| p.trim().to_string())
-        })
-        .expect("parc serve printed no admin password");
+    let auth = format!("Authorization: Bearer {}", lab_token(&lab, &admin_password(&mut stdout)));
     let api = format!("http://{SERVER_IP}:8080/api/v1");
-    let token: serde_json::Value = serde_json::from_str(&lab_curl(
-        &lab,
-        &[
-            "-u",
-            &format!("admin:{password}"),
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            r#"{"name":"lab"}"#,
-            &format!("{api}/tokens"),
-        ],
-    ))
-    .expect("POST /api/v1/tokens answers JSON");
-    let auth = format!("Authorization: Bearer {}", token["token"].as_str().expect("a token"));
 
     let mac = "52:54:00:77:00:40";
     const BANNER: &str = "parc agent environment";
@@ -427,11 +503,8 @@ fn netboot_environment_boots_to_the_agent() {
     let (started, mut registered) = (Instant::now(), None);
     let run = run_client(
         &lab,
-        "tap0",
-        mac,
-        Firmware::Bios,
-        1024,
-        work.path(),
+        &Vm::new("tap0", mac, Firmware::Bios, 1024, work.path()),
+        "agent",
         &[BANNER, LEASE],
         Duration::from_secs(300),
         |log| {

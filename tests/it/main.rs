@@ -3,6 +3,7 @@
 mod agent;
 mod api;
 mod console;
+mod e2e;
 mod imaging;
 mod lab;
 mod pxe;
