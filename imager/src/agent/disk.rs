@@ -141,7 +141,9 @@ mod tests {
         let card = disk("mmcblk0", 64, "mmc", true);
         let all = [usb.clone(), sd.clone(), nv1.clone(), nv0.clone(), card];
         let rule = DiskRule::default();
-        let cases: Vec<(&str, DiskRule, u64, Option<&str>, Result<&str, &str>)> = vec![
+        // (what, rule, bytes needed, disk serial the task names, chosen disk or the reason's words)
+        type Case<'a> = (&'a str, DiskRule, u64, Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: Vec<Case> = vec![
             ("first nvme by name", rule.clone(), 10_000_000_000, None, Ok("nvme0n1")),
             ("largest nvme", DiskRule { choose: Some("largest".into()), ..rule.clone() }, 1, None, Ok("nvme1n1")),
             (
