@@ -12,3 +12,4 @@ pub mod dhcp;
 pub mod ipxe;
 pub mod server;
 pub mod tftp;
+pub mod wol;

@@ -33,6 +33,8 @@ pub enum MachineCmd {
     Retire(OneArgs),
     /// Edit inventory fields.
     Edit(EditArgs),
+    /// Power a machine on over the network (Wake-on-LAN from the appliance; journaled).
+    Wake(OneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -186,7 +188,7 @@ impl MachineCmd {
             MachineCmd::Install(a) => a.server.json,
             MachineCmd::Move(a) => a.server.json,
             MachineCmd::Replace(a) => a.server.json,
-            MachineCmd::Reimage(a) | MachineCmd::Retire(a) => a.server.json,
+            MachineCmd::Reimage(a) | MachineCmd::Retire(a) | MachineCmd::Wake(a) => a.server.json,
             MachineCmd::Edit(a) => a.server.json,
         }
     }
@@ -237,6 +239,7 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
         },
         MachineCmd::Reimage(a) => action(&a.server, &a.machine, "reimage", json!({}), a.why.reason),
         MachineCmd::Retire(a) => action(&a.server, &a.machine, "retire", json!({}), a.why.reason),
+        MachineCmd::Wake(a) => action(&a.server, &a.machine, "wake", json!({}), a.why.reason),
         MachineCmd::Edit(a) => {
             let c = Client::new(&a.server)?;
             let body = json!({

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Loader for UEFI PXE clients [pxe.uefi_loader; default snponly, ~4 s faster than ipxe].
     #[arg(long, value_enum)]
     uefi_loader: Option<LoaderName>,
+    /// Wake-on-LAN packets go to this address, out of the network-boot interface when one is set
+    /// [default 255.255.255.255:9].
+    #[arg(long)]
+    wol_target: Option<SocketAddr>,
     /// TFTP port (69; tests use others).
     #[arg(long, default_value_t = 69, hide = true)]
     tftp_port: u16,
@@ -60,6 +64,7 @@ struct Settings {
     tftp_root: PathBuf,
     uefi_loader: LoaderName,
     tftp_port: u16,
+    wol_target: Option<SocketAddr>,
     remote: Option<parc_web::profiles::Remote>,
     pull_every: std::time::Duration,
 }
@@ -73,6 +78,7 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
         tftp_root: a.tftp_root.or(file.pxe.tftp_root).unwrap_or_else(|| "/usr/lib/ipxe".into()),
         uefi_loader: a.uefi_loader.or(file.pxe.uefi_loader).unwrap_or(LoaderName::Snponly),
         tftp_port: a.tftp_port,
+        wol_target: a.wol_target,
         data: a.data,
         remote: file.profiles.remote.map(|url| parc_web::profiles::Remote {
             url,
@@ -118,8 +124,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let file = super::config::load_or_create(&args.data)?;
     let a = settings(args, file);
-    let (state, first) = parc_web::AppState::open(&a.data, a.remote.clone())
+    let (mut state, first) = parc_web::AppState::open(&a.data, a.remote.clone())
         .with_context(|| format!("opening the data directory {}", a.data.display()))?;
+    if let Some(target) = a.wol_target {
+        state.wake.target = target;
+    }
+    state.wake.interface = a.pxe_interface.clone();
     let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface)).transpose()?;
     limit_malloc_arenas();
     // SQLite, git and store reads run on blocking threads; a few dozen keep the disk busy,

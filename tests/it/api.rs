@@ -79,9 +79,14 @@ pub struct Appliance {
 }
 
 pub fn appliance(addr: &str) -> Appliance {
+    appliance_with(addr, &[])
+}
+
+/// `appliance` with more `parc serve` flags.
+pub fn appliance_with(addr: &str, extra: &[&str]) -> Appliance {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut srv = start(&data, addr);
+    let mut srv = start_with(&data, addr, extra);
     let password = srv.admin_password();
     let anon = Api::new(&srv.url, None);
     let (s, tok) =
@@ -710,4 +715,44 @@ fn task_watch_and_the_live_stream_follow_an_agent() {
     let live = String::from_utf8(stream.wait_with_output().unwrap().stdout).unwrap();
     assert!(live.contains("event: progress") && live.contains("\"bytes_done\":3145728"), "{live}");
     assert!(live.contains("event: event") && live.contains("\"kind\":\"task.done\""), "{live}");
+}
+
+/// Wake-on-LAN from the CLI and the API: the magic packet leaves for the configured address (a
+/// UDP socket of this test on loopback stands for the imaging network's broadcast address), the
+/// journal names who woke which machine and why; read-only users cannot, unknown machines are
+/// named.
+#[test]
+fn wake_on_lan_sends_the_magic_packet_and_is_journaled() {
+    let wol = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    wol.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let target = wol.local_addr().unwrap().to_string();
+    let a = appliance_with("127.0.0.1:0", &["--wol-target", &target]);
+    let mac = "52:54:00:77:aa:01";
+    let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie" }));
+    assert_eq!(s, 201, "{r}");
+
+    let (code, out, err) = cli(&a, &a.admin, &["machine", "wake", "RAD-0001", "-m", "patch night"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok") && out.contains("RAD-0001") && out.contains("Wake-on-LAN"), "{out}");
+    let mut buf = [0u8; 512];
+    let (n, _) = wol.recv_from(&mut buf).expect("no Wake-on-LAN packet arrived");
+    let mut expected = vec![0xffu8; 6];
+    for _ in 0..16 {
+        expected.extend_from_slice(&[0x52, 0x54, 0x00, 0x77, 0xaa, 0x01]);
+    }
+    assert_eq!(&buf[..n], &expected[..], "not the magic packet for {mac}");
+
+    let (_, ev) = a.admin.get(&format!("/api/v1/events?machine={mac}&kind=machine.wake"));
+    assert_eq!(ev[0]["actor"], "admin", "{ev}");
+    assert!(ev[0]["message"].as_str().unwrap().contains("patch night"), "{ev}");
+
+    let reader = user(&a, "lecteur", "Lecteur", "readonly");
+    let (s, r) = reader.post(&format!("/api/v1/machines/{mac}/wake"), json!({}));
+    assert_eq!(s, 403, "{r}");
+    let (s, r) = a.admin.post("/api/v1/machines/52:54:00:77:aa:99/wake", json!({}));
+    assert_eq!(s, 404, "{r}");
+    assert!(r.to_string().contains("52:54:00:77:aa:99"), "{r}");
+    // Nothing was sent for the refused requests.
+    wol.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    assert!(wol.recv_from(&mut buf).is_err(), "a refused wake sent a packet");
 }

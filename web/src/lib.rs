@@ -14,6 +14,7 @@ mod error;
 pub mod ops;
 pub mod profiles;
 pub mod range;
+pub mod wake;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub ops_lock: Arc<Mutex<()>>,
     /// Journal entries and task progress, as they happen (console, `parc task watch`).
     pub live: broadcast::Sender<Live>,
+    /// Where Wake-on-LAN packets go.
+    pub wake: wake::WakeConfig,
 }
 
 /// Something that just happened, for live views.
@@ -110,6 +113,7 @@ impl AppState {
             profiles: Arc::new(profiles),
             ops_lock: Arc::new(Mutex::new(())),
             live,
+            wake: wake::WakeConfig::default(),
         };
         if first.admin_password.is_some() {
             state.event(&NewEvent {

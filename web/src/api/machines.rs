@@ -334,6 +334,10 @@ pub async fn machine_action(
     Path((id, action)): Path<(String, String)>,
     OptionalJson(b): OptionalJson<ActionBody>,
 ) -> Result<Response, AppError> {
+    if action == "wake" {
+        let woken = blocking(move || crate::wake::wake(&st, &caller, &id, b.reason.as_deref())).await?;
+        return Ok(Json(woken).into_response());
+    }
     let reason = b.reason.clone();
     let op = action_op(id, &action, b)?;
     one(st, caller, op, reason, false).await
@@ -352,7 +356,7 @@ pub(crate) fn action_op(id: String, action: &str, b: ActionBody) -> Result<Op, A
         "capture" => Op::Capture { machine: id, image: need(b.image, "image")? },
         other => {
             return Err(AppError::NotFound(format!(
-                "no action {other:?} (install, reimage, move, replace, retire, capture)"
+                "no action {other:?} (install, reimage, move, replace, retire, capture, wake)"
             )))
         }
     })

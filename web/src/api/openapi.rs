@@ -54,7 +54,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "patch", path: "/machines/{id}", tag: "machines", summary: "Edit inventory fields; send If-Match with the ETag to detect concurrent edits (409)", access: TECH,
         body: &[("hostname", "string", false, ""), ("serial", "string", false, ""), ("asset_tag", "string", false, ""), ("location", "string", false, ""), ("notes", "string", false, ""), REASON],
         query: &[], errors: &[400, 404, 409] },
-    Route { method: "post", path: "/machines/{id}/{action}", tag: "machines", summary: "install | reimage | move | replace | retire | capture: one inventory commit and one queued task", access: TECH,
+    Route { method: "post", path: "/machines/{id}/{action}", tag: "machines", summary: "install | reimage | move | replace | retire | capture: one inventory commit and one queued task; wake: a Wake-on-LAN packet (journaled, no commit)", access: TECH,
         body: &[("department", "string", false, "move: the new department; install: adds an unknown machine"), ("with", "string", false, "replace: MAC of the new machine"),
                 ("asset_tag", "string", false, "replace: asset tag of the new machine"), ("image", "string", false, "capture: image name"), REASON],
         query: &[], errors: &[400, 404, 409] },

@@ -214,6 +214,20 @@ async fn login_sessions_csrf_roles_and_escaping() {
     let m = st.profiles.snapshot().inventory.get(&"52:54:00:00:00:01".parse().unwrap()).cloned().unwrap();
     assert_eq!((m.location.as_str(), m.hostname.as_str()), ("Box 3", "URG-0001"));
 
+    // Wake-on-LAN from the page: the magic packet leaves (for a loopback socket standing for
+    // the imaging network's broadcast address) and the journal names Alice.
+    let wol = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    wol.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut waking = st.clone();
+    waking.wake.target = wol.local_addr().unwrap();
+    let r = send(&waking, "POST", "/machines/52:54:00:00:00:01/wake", &alice, Some(&format!("_csrf={csrf}"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let mut buf = [0u8; 200];
+    let (n, _) = wol.recv_from(&mut buf).expect("no Wake-on-LAN packet");
+    assert_eq!((n, &buf[..12]), (102, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0, 0, 0, 1][..]));
+    let ev = st.db.events(&EventQuery { kind: Some("machine.wake".into()), limit: 5, ..Default::default() }).unwrap();
+    assert_eq!(ev[0].actor, "alice");
+
     // The technician retires it: a commit by Alice, a journal entry, a flash message.
     let r =
         send(&st, "POST", "/machines/52:54:00:00:00:01/retire", &alice, Some(&format!("_csrf={csrf}&reason=broken")))

@@ -246,6 +246,12 @@ pub async fn machine_action(
         asset_tag: form.get("asset_tag"),
         image: None,
     };
+    if action == "wake" {
+        let st2 = st.clone();
+        let id2 = id.clone();
+        let woken = blocking(move || crate::wake::wake(&st2, &caller, &id2, None)).await.or_page(&s)?;
+        return Ok(session::redirect_with_flash(&format!("/machines/{id}"), &woken.summary, s.secure));
+    }
     if action == "capture" {
         // Capture tasks are not run by the agent yet: the console does not offer them.
         return Err(ConsoleError::new(&s, crate::AppError::NotFound("capture is not offered by the console".into())));
