@@ -101,16 +101,20 @@ pub fn appliance_with(addr: &str, extra: &[&str]) -> Appliance {
 pub fn capture_small_image(dir: &Path, data: &Path, name: &str, seed: u64) -> String {
     let raw = dir.join(format!("{name}-{seed}.raw"));
     std::fs::write(&raw, random_bytes(seed, 6 << 20)).unwrap();
-    let c = parc_json(&[
+    capture_into(data, name, &raw)["digest"].as_str().unwrap().to_string()
+}
+
+/// `parc image capture` of `source` into the appliance's store under `name`: its JSON report.
+pub fn capture_into(data: &Path, name: &str, source: &Path) -> Value {
+    parc_json(&[
         "image",
         "capture",
-        raw.to_str().unwrap(),
+        source.to_str().unwrap(),
         "--store",
         data.join("store").to_str().unwrap(),
         "--name",
         name,
-    ]);
-    c["digest"].as_str().unwrap().to_string()
+    ])
 }
 
 /// `parc` CLI against the appliance with `api`'s token.

@@ -71,15 +71,7 @@ impl Appliance {
         let work = tempfile::tempdir().unwrap();
         let data = data_with_netboot(work.path(), &agent_environment());
         let started = Instant::now();
-        let c = parc_json(&[
-            "image",
-            "capture",
-            image.to_str().unwrap(),
-            "--store",
-            data.join("store").to_str().unwrap(),
-            "--name",
-            IMAGE,
-        ]);
+        let c = crate::api::capture_into(&data, IMAGE, &image);
         let _ = writeln!(
             std::io::stderr(),
             "captured {IMAGE}: {} MiB compressed in {:.1} s",

@@ -542,7 +542,7 @@ impl Ctx<'_> {
     }
 }
 
-fn display_name(m: &Machine) -> String {
+pub(crate) fn display_name(m: &Machine) -> String {
     if m.hostname.is_empty() {
         m.mac.to_string()
     } else {

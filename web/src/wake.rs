@@ -42,8 +42,8 @@ pub fn wake(st: &AppState, caller: &Caller, id: &str, reason: Option<&str>) -> R
     let snap = st.profiles.snapshot();
     let m = crate::ops::find(&snap.inventory, id)
         .ok_or_else(|| AppError::NotFound(format!("no machine {id:?} in the inventory")))?;
-    let mac: Mac = m.mac.to_string().parse().map_err(|e: parc_pxe::ipxe::BadMac| AppError::Internal(e.to_string()))?;
-    let name = if m.hostname.is_empty() { m.mac.to_string() } else { m.hostname.clone() };
+    let mac = Mac(m.mac.0);
+    let name = crate::ops::display_name(m);
     send(&st.wake, mac).map_err(|e| {
         AppError::Internal(format!("Wake-on-LAN packet for {name} to {} not sent: {e}", st.wake.target))
     })?;
