@@ -126,12 +126,7 @@ pub fn capture(
     progress.phase("scanning", 0);
     let table = table::parse(src, size, sector_size)?;
     let boot_len = table.boot_area_len(size);
-    let boot_ranges = abs(
-        nonzero::map(&Slice::new(src, 0, boot_len), boot_len)
-            .map_err(|e| src_err(std::io::Error::other(e.to_string())))?
-            .ranges,
-        0,
-    );
+    let boot_ranges = nonzero_ranges(src, 0, boot_len).map_err(src_err)?;
     let mut parts = Vec::new();
     let mut summaries = Vec::new();
     let entries = match table.kind {
@@ -161,6 +156,12 @@ pub fn capture(
         });
         parts.push((e.clone(), map.fs, map.method, map.block_size, abs(map.ranges, e.start)));
     }
+    // Between partitions (alignment gaps, MBR extended areas): defined bytes like the boot area.
+    let mut gaps = Vec::new();
+    for g in gaps_between(&entries, boot_len) {
+        let ranges = nonzero_ranges(src, g.start, g.end - g.start).map_err(src_err)?;
+        gaps.push((g, ranges));
+    }
     let backup = table.backup.map(|(s, e)| (s, e - s, vec![s..e]));
 
     // 2. Jobs, in disk order per region: boot area, partitions, backup area.
@@ -168,6 +169,9 @@ pub fn capture(
     region_chunks.push(chunking::cut(&boot_ranges, cs));
     for p in &parts {
         region_chunks.push(chunking::cut(&p.4, cs));
+    }
+    for (_, ranges) in &gaps {
+        region_chunks.push(chunking::cut(ranges, cs));
     }
     if let Some((_, _, r)) = &backup {
         region_chunks.push(chunking::cut(r, cs));
@@ -190,9 +194,20 @@ pub fn capture(
             .map(|at| Chunk { sha256: it.next().expect("one result per job").digest, at: at.clone() })
             .collect()
     };
-    let boot_area = Region { start: 0, length: boot_len, chunks: take(&region_chunks[0]) };
+    let boot_area = Region {
+        start: 0,
+        length: boot_len,
+        chunks: take(&region_chunks[0]),
+        zeros: pieces(fs::complement(&boot_ranges, 0..boot_len)),
+    };
     let mut partitions = Vec::new();
-    for (i, (e, fs, method, bs, _)) in parts.iter().enumerate() {
+    for (i, (e, fs, method, bs, used)) in parts.iter().enumerate() {
+        // A non-zero scan defines every other byte as zero; an allocation map leaves free
+        // space as "don't care".
+        let zeros = match method {
+            MapMethod::Nonzero => pieces(fs::complement(used, e.start..e.start + e.length)),
+            _ => Vec::new(),
+        };
         partitions.push(Partition {
             number: e.number,
             start: e.start,
@@ -204,12 +219,24 @@ pub fn capture(
             map: *method,
             block_size: *bs,
             chunks: take(&region_chunks[i + 1]),
+            zeros,
         });
     }
+    let gaps: Vec<Region> = gaps
+        .iter()
+        .enumerate()
+        .map(|(i, (g, ranges))| Region {
+            start: g.start,
+            length: g.end - g.start,
+            chunks: take(&region_chunks[1 + parts.len() + i]),
+            zeros: pieces(fs::complement(ranges, g.clone())),
+        })
+        .collect();
     let backup_area = backup.map(|(start, length, _)| Region {
         start,
         length,
         chunks: take(region_chunks.last().expect("backup region")),
+        zeros: Vec::new(),
     });
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
@@ -220,6 +247,7 @@ pub fn capture(
         boot_area,
         backup_area,
         partitions,
+        gaps,
     };
     manifest.validate()?;
 
@@ -245,6 +273,24 @@ pub fn capture(
     };
     info!(name, version, digest = %digest, used = report.used_bytes, stored = report.stored_bytes, "image captured");
     Ok(report)
+}
+
+/// Non-zero 4 KiB blocks of `[start, start + len)` of the source, as absolute ranges.
+fn nonzero_ranges(src: &dyn ReadAt, start: u64, len: u64) -> std::io::Result<Vec<Range<u64>>> {
+    let map = nonzero::map(&Slice::new(src, start, len), len).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(abs(map.ranges, start))
+}
+
+/// The bytes after the boot area that no partition holds, up to the end of the last partition
+/// (what follows the last partition is not part of the image).
+fn gaps_between(entries: &[table::PartEntry], boot_len: u64) -> Vec<Range<u64>> {
+    let held = fs::normalize(entries.iter().map(|e| e.start..e.start + e.length).collect());
+    let Some(end) = held.last().map(|r| r.end) else { return Vec::new() };
+    fs::complement(&held, boot_len.min(end)..end)
+}
+
+fn pieces(ranges: Vec<Range<u64>>) -> Vec<[u64; 2]> {
+    ranges.into_iter().map(|r| [r.start, r.end - r.start]).collect()
 }
 
 fn abs(ranges: Vec<Range<u64>>, base: u64) -> Vec<Range<u64>> {

@@ -33,6 +33,15 @@ pub enum Error {
     TargetTooSmall { path: PathBuf, image: String, target_size: u64, needed: u64 },
     #[error("the image's GPT cannot be moved to a {target_size}-byte disk: {reason}")]
     Relocate { target_size: u64, reason: String },
+    #[error(
+        "writing {path} at byte {offset} failed: {source}; the disk may be failing (check the kernel log, \
+         replace the disk); it was left unbootable"
+    )]
+    Write { path: PathBuf, offset: u64, source: std::io::Error },
+    #[error("reading {path} at byte {offset} failed: {source}; the disk may be failing (check the kernel log)")]
+    Read { path: PathBuf, offset: u64, source: std::io::Error },
+    #[error("the deploy to {path} was cancelled; the disk was left unbootable")]
+    Cancelled { path: PathBuf },
     #[error("verification after writing failed: {mismatches} chunk(s) on {path} differ from image {image}, first at disk offset {first_offset}")]
     VerifyFailed { path: PathBuf, image: String, mismatches: u64, first_offset: u64 },
 }

@@ -234,7 +234,7 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let opts = DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads };
+            let opts = DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads, ..Default::default() };
             let progress = CliProgress::new("deploy", a.out.json);
             let r = deploy::deploy_path(source.as_ref(), &a.image, &a.to, &opts, &progress)
                 .with_context(|| format!("deploying {} to {}", a.image, a.to.display()))?;

@@ -243,12 +243,12 @@ fn damaged_manifests_and_bad_sources_get_clear_errors() {
     };
     std::fs::write(&mpath, &good[..good.len() / 2]).unwrap();
     assert!(deploy_err().contains("stored manifest is corrupt"));
-    // A manifest from a future parc: consistent digest, version 2.
-    let v2 = String::from_utf8(good.clone()).unwrap().replace("\"version\":1", "\"version\":2");
+    // A manifest from a future parc: consistent digest, version 3.
+    let v2 = String::from_utf8(good.clone()).unwrap().replace("\"version\":2", "\"version\":3");
     let d2 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(v2.as_bytes()));
     std::fs::write(store.join("manifests").join(format!("{d2}.json")), &v2).unwrap();
     let out = parc_run(&["image", "deploy", &d2, "--store", s(&store), "--to", s(&target)]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("version 2; this parc reads version 1: upgrade parc"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("version 3; this parc reads versions 1 to 2: upgrade parc"));
     std::fs::write(&mpath, &good).unwrap();
 
     let err = parc_run(&["image", "deploy", "nope", "--store", s(&store), "--to", s(&target)]);

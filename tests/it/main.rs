@@ -9,3 +9,4 @@ mod lab;
 mod pxe;
 mod serve;
 mod support;
+mod used_disks;

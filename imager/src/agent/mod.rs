@@ -143,7 +143,11 @@ pub fn run(opts: &AgentOptions, screen: &dyn Screen) -> Result<Outcome, AgentErr
     let work = reply.task.expect("loop ends with a task");
     let result = do_task(&api, &boot, &hw, &work, opts, screen);
     if let Err(e) = &result {
-        if !matches!(e, AgentError::Cancelled(_)) {
+        if let AgentError::Cancelled(id) = e {
+            screen.show(&format!(
+                "CANCELLED: the appliance cancelled task #{id}; the disk was left unbootable. Waiting for a technician."
+            ));
+        } else {
             let reason = e.to_string();
             screen.show(&format!("FAILED: {reason}"));
             // The appliance must know, even if it is restarting right now (retried).
@@ -208,46 +212,60 @@ fn do_task(
     };
     let disk = crate::blockdev::Disk::open_write(&target, manifest.disk.size)
         .map_err(|source| crate::Error::Target { path: target.clone(), source })?;
-    let result = deploy::deploy(
-        &store,
-        &image.reference,
-        &manifest,
-        &disk,
-        &target,
-        &DeployOptions { verify: true, seed: None, wipe: false, threads: 0 },
-        meter.as_ref(),
-    );
+    let deploy_opts = DeployOptions { verify: true, cancel: Some(cancelled.clone()), ..Default::default() };
+    let req = deploy::Request {
+        source: &store,
+        image: &image.reference,
+        manifest: &manifest,
+        disk: &disk,
+        target: &target,
+        progress: meter.as_ref(),
+    };
+    // Image verified and flushed, then the profile, then the boot area: the disk boots only
+    // once the machine is what its department says.
+    let hostname = work.hostname.clone();
+    let result = (|| -> Result<(DeployReport, profile::Applied), AgentError> {
+        let mut d = deploy::Deployment::new(req, deploy_opts)?;
+        d.write_and_verify_body()?;
+        let r = d.report();
+        screen.show(&format!(
+            "image written and verified from the disk: {} MiB fetched, {} MiB already in place, {} MiB zeroed",
+            r.bytes_fetched >> 20,
+            r.bytes_skipped >> 20,
+            r.bytes_zeroed >> 20,
+        ));
+        meter.phase("profile", 0);
+        let applied = profile::apply(
+            api,
+            &target,
+            &manifest,
+            hostname.as_deref().unwrap_or(&work.mac.replace(':', "")),
+            &profile::FirstBoot { server: boot.server.clone(), token: api.token().unwrap_or_default().to_string() },
+            &opts.work,
+        )?;
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(AgentError::Cancelled(work.id));
+        }
+        d.write_boot_area()?;
+        d.verify_boot_area()?;
+        Ok((d.finish(), applied))
+    })();
     stop.store(true, Ordering::Relaxed);
     let _ = reporter.join();
-    let report = result?;
-    if cancelled.load(Ordering::Relaxed) {
-        return Err(AgentError::Cancelled(work.id));
-    }
-    screen.show(&format!(
-        "image written and verified: {} MiB fetched, {} MiB already in place, {:.1} s",
-        report.bytes_fetched >> 20,
-        report.bytes_skipped >> 20,
-        report.seconds
-    ));
+    let (report, applied) = match result {
+        Err(AgentError::Deploy(crate::Error::Cancelled { .. })) => return Err(AgentError::Cancelled(work.id)),
+        r => r?,
+    };
     if !report.verified_after_write {
         return Err(task_err("the image was written but the re-read verification did not run".into()));
     }
-    api.progress(&report_phase("profile", &report))?;
-    let hostname = work.hostname.clone();
-    let applied = profile::apply(
-        api,
-        &target,
-        &manifest,
-        hostname.as_deref().unwrap_or(&work.mac.replace(':', "")),
-        &profile::FirstBoot { server: boot.server.clone(), token: api.token().unwrap_or_default().to_string() },
-        &opts.work,
-    )?;
     screen.show(&format!(
-        "profile applied on partition {}: hostname {}, {} file(s), first-boot script: {}",
+        "profile applied on partition {}: hostname {}, {} file(s), first-boot script: {}; boot area written and verified ({:.1} s)",
         applied.root_partition,
         hostname.as_deref().unwrap_or("-"),
         applied.files,
-        if applied.first_boot_script { "yes" } else { "no" }
+        if applied.first_boot_script { "yes" } else { "no" },
+        report.seconds
     ));
     api.done(
         report.verified_after_write,
@@ -257,17 +275,6 @@ fn do_task(
         &format!("profile on partition {}, {} file(s)", applied.root_partition, applied.files),
     )?;
     Ok(Outcome { task: work.id, hostname, report })
-}
-
-fn report_phase(phase: &str, r: &DeployReport) -> ProgressReport {
-    ProgressReport {
-        phase: phase.into(),
-        bytes_done: r.image_bytes,
-        bytes_total: r.image_bytes,
-        bytes_fetched: r.bytes_fetched,
-        rate_bps: 0,
-        message: None,
-    }
 }
 
 /// Posts the meter every `REPORT_EVERY` until stopped. A failed report is not fatal (the

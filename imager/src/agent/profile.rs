@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
-use crate::format::manifest::Manifest;
+use crate::blockdev::loopdev::LoopDevice;
+use crate::format::manifest::{Manifest, Partition};
 use crate::fs::FsKind;
 
 use super::api::AgentApi;
@@ -48,51 +48,37 @@ pub struct Applied {
 /// A partition of `disk` mounted somewhere; unmounted (and its loop device freed) on drop.
 struct Mounted {
     dir: PathBuf,
-    loopdev: Option<String>,
+    _loop: LoopDevice,
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::empty());
-        if let Some(l) = &self.loopdev {
-            let _ = Command::new("losetup").args(["-d", l]).status();
-        }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
-/// The block device of partition `number`: the kernel's node when it scanned the table
-/// (`sda2`, `nvme0n1p2`), else a loop device over the partition's byte range.
-fn mount_partition(disk: &Path, number: u32, start: u64, fs: FsKind, at: &Path) -> Result<Mounted, ProfileError> {
-    let name = disk.to_string_lossy().to_string();
-    let sep = if name.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
-    let node = PathBuf::from(format!("{name}{sep}{number}"));
-    let (dev, loopdev) = if node.exists() {
-        (node.to_string_lossy().to_string(), None)
-    } else {
-        let out = Command::new("losetup")
-            .args(["-f", "--show", "-o", &start.to_string(), &name])
-            .output()
-            .map_err(io("running losetup"))?;
-        if !out.status.success() {
-            return Err(ProfileError::Io {
-                what: format!("losetup over partition {number} of {name}"),
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-            });
-        }
-        let l = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (l.clone(), Some(l))
-    };
+/// Mounts partition `number` through a loop device over its byte range as the image defines
+/// it: the partition table is not on the disk yet (it is written last), and the kernel's
+/// partition nodes, if any, still describe what the disk held before.
+fn mount_partition(disk: &Path, p: &Partition, at: &Path) -> Result<Mounted, ProfileError> {
+    let number = p.number;
+    let dev = LoopDevice::attach(disk, p.start, p.length)
+        .map_err(io(format!("attaching a loop device over partition {number} of {}", disk.display())))?;
     std::fs::create_dir_all(at).map_err(io(format!("creating {}", at.display())))?;
-    let fstype = match fs {
+    let fstype = match p.fs {
         FsKind::Ext2 => "ext2",
         FsKind::Ext3 => "ext3",
         _ => "ext4",
     };
-    let mounted = Mounted { dir: at.to_path_buf(), loopdev };
-    nix::mount::mount(Some(dev.as_str()), at, Some(fstype), nix::mount::MsFlags::empty(), None::<&str>).map_err(
-        |e| ProfileError::Io { what: format!("mounting {dev} ({fstype}) on {}", at.display()), source: e.into() },
-    )?;
+    let dev_path = dev.path.clone();
+    let mounted = Mounted { dir: at.to_path_buf(), _loop: dev };
+    nix::mount::mount(Some(&dev_path), at, Some(fstype), nix::mount::MsFlags::empty(), None::<&str>).map_err(|e| {
+        ProfileError::Io {
+            what: format!("mounting partition {number} ({}, {fstype}) on {}", dev_path.display(), at.display()),
+            source: e.into(),
+        }
+    })?;
     Ok(mounted)
 }
 
@@ -184,7 +170,7 @@ pub fn apply(
 ) -> Result<Applied, ProfileError> {
     let candidates = manifest.partitions.iter().filter(|p| matches!(p.fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4));
     for p in candidates {
-        let mnt = mount_partition(disk, p.number, p.start, p.fs, &work.join(format!("p{}", p.number)))?;
+        let mnt = mount_partition(disk, p, &work.join(format!("p{}", p.number)))?;
         let root = mnt.dir.clone();
         if !root.join("etc/os-release").exists() && !root.join("usr/lib/os-release").exists() {
             continue;

@@ -134,6 +134,28 @@ pub fn normalize(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     out
 }
 
+/// The parts of `within` that the sorted, merged `used` ranges do not cover.
+pub fn complement(used: &[Range<u64>], within: Range<u64>) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut at = within.start;
+    for r in used {
+        if r.end <= at {
+            continue;
+        }
+        if r.start >= within.end {
+            break;
+        }
+        if r.start > at {
+            out.push(at..r.start);
+        }
+        at = at.max(r.end);
+    }
+    if at < within.end {
+        out.push(at..within.end);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +164,14 @@ mod tests {
     fn normalize_merges_and_sorts() {
         let r = normalize(vec![10..20, 0..5, 5..7, 15..30, 40..40]);
         assert_eq!(r, vec![0..7, 10..30]);
+    }
+
+    #[test]
+    fn complement_within_a_window() {
+        let used = vec![0..10, 20..30, 40..50];
+        assert_eq!(complement(&used, 0..60), vec![10..20, 30..40, 50..60]);
+        assert_eq!(complement(&used, 5..45), vec![10..20, 30..40]);
+        assert_eq!(complement(&used, 22..28), vec![]);
+        assert_eq!(complement(&[], 3..9), vec![3..9]);
     }
 }

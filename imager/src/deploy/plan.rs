@@ -1,0 +1,210 @@
+//! The plan (pure): from a manifest and the target's geometry, what each phase must do.
+//!
+//! - the **disarm** ranges, zeroed before anything else so that neither the old system nor a
+//!   half-written new one can boot: the boot area (everything before the first partition:
+//!   MBR, GPT header and entries, the boot loader gap) and the last sectors (a stale GPT
+//!   backup must not let firmware rebuild the old table);
+//! - the **held** chunks, written last: those of the boot area and the GPT backup (and on a
+//!   disk without a partition table, those over the first MiB, where a boot sector lives);
+//! - the **body**: every other chunk, and the zero ranges the image defines outside the
+//!   disarm ranges;
+//! - chunks with the same content share one fetch.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::digest::Digest;
+use crate::format::table::TableKind;
+use crate::format::{Chunk, Manifest};
+use crate::fs::{complement, normalize};
+
+/// On a disk without a partition table, the bytes held back at its start.
+const WHOLE_DISK_HEAD: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("target is {target_size} bytes, the image needs {needed}")]
+    TooSmall { target_size: u64, needed: u64 },
+    #[error("the image has {image}-byte sectors, the target {target}-byte sectors")]
+    SectorSize { image: u32, target: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Item<'m> {
+    pub chunk: &'m Chunk,
+    /// Written last (boot area, GPT backup).
+    pub held: bool,
+    /// A GPT backup chunk, replaced by a regenerated backup on a target of another size.
+    pub replaced: bool,
+    /// Index of the first item with the same content: that one is fetched, this one copied.
+    pub same_as: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan<'m> {
+    pub items: Vec<Item<'m>>,
+    /// `items[..boot_items]` are the boot area's chunks.
+    pub boot_items: usize,
+    /// Zeroed first, in this order.
+    pub disarm: Vec<Range<u64>>,
+    /// Zero ranges the body phase makes zero (defined zeros outside `disarm`).
+    pub body_zeros: Vec<Range<u64>>,
+    /// Zero ranges inside `disarm`: already zero, checked after the boot area is written.
+    pub held_zeros: Vec<Range<u64>>,
+    /// The image's GPT moves to the end of a target of another size.
+    pub relocate: bool,
+    pub target_size: u64,
+}
+
+impl<'m> Plan<'m> {
+    pub fn new(manifest: &'m Manifest, target_size: u64, target_sector_size: u32) -> Result<Plan<'m>, PlanError> {
+        let needed = manifest.min_target_size();
+        if target_size < needed {
+            return Err(PlanError::TooSmall { target_size, needed });
+        }
+        let ss = manifest.disk.logical_sector_size;
+        if manifest.table != TableKind::None && target_sector_size != ss {
+            return Err(PlanError::SectorSize { image: ss, target: target_sector_size });
+        }
+        let relocate = manifest.table == TableKind::Gpt && target_size != manifest.disk.size;
+        let tail_len = manifest.backup_area.as_ref().map_or(0, |b| b.length).max(33 * u64::from(ss)).min(target_size);
+        let head_end = match manifest.table {
+            TableKind::None => WHOLE_DISK_HEAD,
+            _ => manifest.boot_area.start + manifest.boot_area.length,
+        }
+        .min(target_size);
+        let disarm = normalize(vec![0..head_end, target_size - tail_len..target_size]);
+
+        let mut items = Vec::new();
+        for c in &manifest.boot_area.chunks {
+            items.push(Item { chunk: c, held: true, replaced: false, same_as: None });
+        }
+        let boot_items = items.len();
+        let body = manifest
+            .partitions
+            .iter()
+            .flat_map(|p| p.chunks.iter())
+            .chain(manifest.gaps.iter().flat_map(|g| g.chunks.iter()));
+        for c in body {
+            // Only a table-less disk has chunks under the disarmed head; under the tail, a
+            // body chunk is written after the tail is zeroed, so it need not wait.
+            let held = manifest.table == TableKind::None && c.offset() < head_end;
+            items.push(Item { chunk: c, held, replaced: false, same_as: None });
+        }
+        for c in manifest.backup_area.iter().flat_map(|b| b.chunks.iter()) {
+            items.push(Item { chunk: c, held: true, replaced: relocate, same_as: None });
+        }
+        let mut first: HashMap<Digest, usize> = HashMap::new();
+        for (i, item) in items.iter_mut().enumerate() {
+            if item.replaced {
+                continue;
+            }
+            let f = *first.entry(item.chunk.sha256).or_insert(i);
+            if f != i {
+                item.same_as = Some(f);
+            }
+        }
+
+        let zeros: Vec<Range<u64>> = manifest
+            .defined_zeros()
+            .into_iter()
+            .filter_map(|r| (r.start < target_size).then(|| r.start..r.end.min(target_size)))
+            .collect();
+        let body_zeros = intersect(&zeros, &complement(&disarm, 0..target_size));
+        let held_zeros = intersect(&zeros, &disarm);
+        Ok(Plan { items, boot_items, disarm, body_zeros, held_zeros, relocate, target_size })
+    }
+
+    pub fn is_boot(&self, i: usize) -> bool {
+        i < self.boot_items
+    }
+
+    /// Bytes of every chunk (what a full scan or verification reads).
+    pub fn chunk_bytes(&self) -> u64 {
+        self.items.iter().filter(|i| !i.replaced).map(|i| i.chunk.len()).sum()
+    }
+
+    pub fn zero_bytes(&self) -> u64 {
+        self.body_zeros.iter().chain(&self.held_zeros).map(|r| r.end - r.start).sum()
+    }
+}
+
+/// `a ∩ b` for two sorted, merged lists of ranges.
+pub fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        let s = a[i].start.max(b[j].start);
+        let e = a[i].end.min(b[j].end);
+        if s < e {
+            out.push(s..e);
+        }
+        if a[i].end < b[j].end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Cuts ranges into pieces of at most `max` bytes, for work spread over threads.
+pub fn split(ranges: &[Range<u64>], max: u64) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut at = r.start;
+        while at < r.end {
+            let end = r.end.min((at / max + 1) * max);
+            out.push(at..end);
+            at = end;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::tests::sample;
+
+    #[test]
+    fn disarm_boot_area_and_tail_hold_boot_and_backup_chunks() {
+        let m = sample();
+        let p = Plan::new(&m, m.disk.size, 512).unwrap();
+        assert_eq!(p.disarm, vec![0..1 << 20, (8 << 20) - 16896..8 << 20]);
+        assert!(!p.relocate);
+        let held: Vec<bool> = p.items.iter().map(|i| i.held).collect();
+        assert_eq!(held, [true, false, false, false], "boot chunk held, partition and gap chunks not");
+        assert!(p.is_boot(0) && !p.is_boot(1));
+        // The boot area's zeros are inside the disarmed head; the gap's are body work.
+        assert_eq!(p.held_zeros, vec![4096..1 << 20]);
+        assert_eq!(p.body_zeros, vec![(7 << 20) + 4096..(7 << 20) + 12288]);
+    }
+
+    #[test]
+    fn refuses_small_targets_and_other_sector_sizes_and_relocates_gpt() {
+        let m = sample();
+        assert!(matches!(Plan::new(&m, 4 << 20, 512), Err(PlanError::TooSmall { .. })));
+        assert!(matches!(Plan::new(&m, m.disk.size, 4096), Err(PlanError::SectorSize { .. })));
+        let big = Plan::new(&m, 64 << 20, 512).unwrap();
+        assert!(big.relocate);
+        assert_eq!(big.disarm.last().unwrap(), &((64 << 20) - 16896..64 << 20));
+    }
+
+    #[test]
+    fn identical_chunks_are_fetched_once() {
+        let mut m = sample();
+        let dup = m.partitions[0].chunks[1].sha256;
+        m.gaps[0].chunks[0].sha256 = dup;
+        let p = Plan::new(&m, m.disk.size, 512).unwrap();
+        assert_eq!(p.items[3].same_as, Some(2));
+        assert_eq!(p.items.iter().filter(|i| i.same_as.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn intersect_and_split() {
+        assert_eq!(intersect(&[0..10, 20..30], &[5..25]), vec![5..10, 20..25]);
+        assert_eq!(intersect(&[0..10], &[10..20]), vec![]);
+        assert_eq!(split(&[3..10, 12..13], 4), vec![3..4, 4..8, 8..10, 12..13]);
+    }
+}
