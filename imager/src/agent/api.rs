@@ -29,6 +29,19 @@ pub struct HelloReply {
     pub department: Option<String>,
     pub task: Option<Work>,
     pub pending_task: bool,
+    /// The machine's latest task when it ended failed or cancelled (and nothing newer
+    /// succeeded): what the screen shows while the machine waits for a technician.
+    #[serde(default)]
+    pub last_task: Option<LastTask>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LastTask {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

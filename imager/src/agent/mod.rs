@@ -120,6 +120,12 @@ pub fn run(opts: &AgentOptions, screen: &dyn Screen) -> Result<Outcome, AgentErr
     let mut api = AgentApi::new(&boot.server, boot.token.clone(), RETRY_FOR);
     let mut reply = api.hello(&hw)?;
     while reply.task.is_none() {
+        if let Some(last) = &reply.last_task {
+            screen.show(&format!(
+                "last task #{} ({}) {}: {}; the disk was left unbootable. Waiting for a technician to queue a new task.",
+                last.id, last.kind, last.state, last.reason
+            ));
+        }
         screen.show(&match (reply.known, reply.pending_task) {
             (_, true) => "a task is waiting for this machine: fetching a fresh token".to_string(),
             (true, false) => format!(
@@ -267,12 +273,20 @@ fn do_task(
         if applied.first_boot_script { "yes" } else { "no" },
         report.seconds
     ));
+    let verified_by = match report.verified_by {
+        Some(crate::blockdev::ReadPath::Direct) => "direct reads",
+        _ => "reads after dropping the page cache",
+    };
     api.done(
         report.verified_after_write,
         &report.digest,
-        report.bytes_fetched,
+        // Every chunk byte received, retries included: "nothing fetched twice" can be checked.
+        store.chunk_bytes_received(),
         &target.display().to_string(),
-        &format!("profile on partition {}, {} file(s)", applied.root_partition, applied.files),
+        &format!(
+            "profile on partition {}, {} file(s), {} bytes in place, {} bytes zeroed, verified by {verified_by}",
+            applied.root_partition, applied.files, report.bytes_skipped, report.bytes_zeroed
+        ),
     )?;
     Ok(Outcome { task: work.id, hostname, report })
 }

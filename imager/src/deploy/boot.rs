@@ -58,17 +58,41 @@ impl Deployment<'_> {
         }
         disk.sync().map_err(self.terr())?;
         self.check_cancel()?;
-        match &written.boot_buf {
-            Some(buf) => {
-                disk.write_all_at(buf, 0).map_err(|e| self.write_err((0, e)))?;
-                count(buf.len());
-            }
-            None => {
-                for (i, data) in held.iter().filter(|(i, _)| self.plan.is_boot(*i)) {
-                    disk.write_pieces(&items[*i].chunk.at, data).map_err(|e| self.write_err(e))?;
-                    count(data.len());
+        // The boot area with its first sector zero, a flush, then the first sector: a power cut
+        // in the middle leaves no MBR (nothing boots) rather than a torn table.
+        let boot_pieces: Vec<(Vec<[u64; 2]>, &[u8])> = match &written.boot_buf {
+            Some(buf) => vec![(vec![[0, buf.len() as u64]], buf.as_slice())],
+            None => held
+                .iter()
+                .filter(|(i, _)| self.plan.is_boot(*i))
+                .map(|(i, d)| (items[*i].chunk.at.clone(), d.as_slice()))
+                .collect(),
+        };
+        let first_sector = u64::from(ss);
+        let mut sector0: Option<Vec<u8>> = None;
+        for (at, data) in &boot_pieces {
+            let mut pos = 0usize;
+            for &[o, l] in at {
+                let piece = &data[pos..pos + l as usize];
+                pos += l as usize;
+                let (o, piece) = if o < first_sector {
+                    let cut = ((first_sector - o) as usize).min(piece.len());
+                    let s0 = sector0.get_or_insert_with(|| vec![0u8; first_sector as usize]);
+                    s0[o as usize..o as usize + cut].copy_from_slice(&piece[..cut]);
+                    (o + cut as u64, &piece[cut..])
+                } else {
+                    (o, piece)
+                };
+                if !piece.is_empty() {
+                    disk.write_all_at(piece, o).map_err(|e| self.write_err((o, e)))?;
+                    count(piece.len());
                 }
             }
+        }
+        if let Some(s0) = sector0 {
+            disk.sync().map_err(self.terr())?;
+            disk.write_all_at(&s0, 0).map_err(|e| self.write_err((0, e)))?;
+            count(s0.len());
         }
         disk.sync().map_err(self.terr())?;
         disk.reread_partitions().map_err(self.terr())?;

@@ -3,6 +3,8 @@
 //! are retried with backoff for a while, so a deploy survives the server restarting; a 404
 //! is final.
 
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ pub struct HttpStore {
     agent: ureq::Agent,
     /// How long to keep retrying one request before giving up.
     retry_for: Duration,
+    /// Chunk body bytes received, every attempt counted (a retried or repeated fetch shows).
+    chunk_bytes: AtomicU64,
 }
 
 enum Attempt<T> {
@@ -41,17 +45,32 @@ pub fn client(request_timeout: Duration) -> ureq::Agent {
 impl HttpStore {
     /// `base` is the server URL, e.g. `http://appliance:8080`.
     pub fn new(base: &str, retry_for: Duration) -> HttpStore {
-        HttpStore { base: base.trim_end_matches('/').to_string(), agent: client(Duration::from_secs(60)), retry_for }
+        HttpStore {
+            base: base.trim_end_matches('/').to_string(),
+            agent: client(Duration::from_secs(60)),
+            retry_for,
+            chunk_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Chunk bytes received so far over every attempt, including those of failed or repeated
+    /// requests: what "nothing fetched twice" is checked against.
+    pub fn chunk_bytes_received(&self) -> u64 {
+        self.chunk_bytes.load(Ordering::Relaxed)
     }
 
     fn get(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_counted(path, limit, None)
+    }
+
+    fn get_counted(&self, path: &str, limit: u64, count: Option<&AtomicU64>) -> Result<Option<Vec<u8>>, StoreError> {
         let url = format!("{}{}", self.base, path);
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
             let attempt = match self.agent.get(&url).call() {
                 Ok(mut resp) => match resp.status().as_u16() {
-                    200 => match resp.body_mut().with_config().limit(limit).read_to_vec() {
+                    200 => match read_body(resp.body_mut().with_config().limit(limit).reader(), count) {
                         Ok(body) => Attempt::Done(body),
                         Err(e) => Attempt::Retry(format!("reading the body: {e}")),
                     },
@@ -80,9 +99,28 @@ impl HttpStore {
     }
 }
 
+/// Reads a body to the end, adding every byte received to `count`, even when the read fails.
+fn read_body(mut r: impl Read, count: Option<&AtomicU64>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(body),
+            Ok(n) => {
+                if let Some(c) = count {
+                    c.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl ChunkSource for HttpStore {
     fn read_chunk(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        self.get(&format!("/chunks/{digest}"), MAX_CHUNK_BYTES)?
+        self.get_counted(&format!("/chunks/{digest}"), MAX_CHUNK_BYTES, Some(&self.chunk_bytes))?
             .ok_or_else(|| StoreError::ChunkMissing { store: self.location(), digest: *digest })
     }
 
