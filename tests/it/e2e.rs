@@ -198,6 +198,16 @@ impl Appliance {
         Phases { pxe, run }
     }
 
+    /// Network-boots `vm` and pulls its power plug (SIGKILL to QEMU) the moment `cut` says so.
+    fn power_cut(&self, vm: &Vm, phase: &str, mut cut: impl FnMut(&str) -> bool) -> ClientRun {
+        let run = run_client(&self.lab, vm, phase, &[BANNER, TASK, WRITTEN], AGENT_TIMEOUT, |log| {
+            assert!(!log.contains("FAILED") && !log.contains("rebooting"), "{phase}: the agent ended before the cut:\n{log}");
+            cut(log)
+        });
+        say(&format!("{phase}: power cut {:.1} s after power-on", run.elapsed.as_secs_f64()));
+        run
+    }
+
     /// Boots `vm` (network first: the boot script sends a machine with nothing to do to its
     /// disk) until its installed system is up as `hostname` and the appliance says `ready`.
     fn boot_installed(&self, vm: &Vm, phase: &str, hostname: &str) -> ClientRun {
@@ -310,6 +320,40 @@ impl Phases {
             self.run.elapsed.as_secs_f64() - self.at(3),
         )
     }
+}
+
+/// The disk cannot boot: its boot area (MBR, GPT, boot loader gap) is all zeros.
+fn assert_unbootable(disk: &Path, when: &str) {
+    let f = std::fs::File::open(disk).unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).unwrap();
+    assert!(head.iter().all(|&b| b == 0), "{when}: the disk's boot area is not zero: a half-written system could boot");
+}
+
+/// Compressed bytes of the image's distinct chunks, as stored: what one full deploy fetches.
+fn unique_compressed(data: &Path, digest: &str) -> u64 {
+    let m: Value = serde_json::from_slice(&std::fs::read(data.join(format!("store/manifests/{digest}.json"))).unwrap())
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let regions = std::iter::once(&m["boot_area"])
+        .chain(m["partitions"].as_array().unwrap())
+        .chain(m["gaps"].as_array().into_iter().flatten())
+        .chain(std::iter::once(&m["backup_area"]));
+    let mut total = 0;
+    for c in regions.flat_map(|r| r["chunks"].as_array().into_iter().flatten()) {
+        let d = c["sha256"].as_str().unwrap().to_string();
+        if seen.insert(d.clone()) {
+            total += std::fs::metadata(data.join(format!("store/chunks/{}/{d}.zst", &d[..2]))).unwrap().len();
+        }
+    }
+    total
+}
+
+/// "N MiB already in place" from the agent's "image written and verified" line.
+fn in_place_mib(log: &str) -> u64 {
+    let line = log.lines().find(|l| l.contains(WRITTEN)).unwrap_or_else(|| panic!("no '{WRITTEN}' in:\n{log}"));
+    let before = line.split(" MiB already in place").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("no in-place figure in {line:?}"))
 }
 
 fn fetched_bytes(task: &Value) -> u64 {
@@ -430,7 +474,8 @@ fn pcs_are_installed_moved_and_replaced_end_to_end() {
 }
 
 /// Faults: `parc serve` killed (SIGKILL) and restarted in the middle of a deploy: the agent
-/// retries, completes, and fetches no chunk twice; then a chunk corrupted in the store: the
+/// retries, completes, and fetches no chunk twice; power cuts of a PC while it writes chunks
+/// and during its profile step; then a chunk corrupted in the store: the
 /// agent refuses it, the machine is failed with the chunk named, never ready. Appliance in DHCP
 /// mode (the only DHCP server of the lab network).
 #[test]
@@ -465,11 +510,13 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
     assert!(done < total, "killed after the write had finished");
     let t = a.last_task(mac3);
     assert_eq!(t["state"], "done", "{t}");
+    // Every chunk byte the agent received, retried requests included: the image's distinct
+    // chunks once, plus at most the requests in flight when the server died (one per worker).
     let fetched = fetched_bytes(&t);
+    let unique = unique_compressed(&a.data, &a.image_digest);
     assert!(
-        fetched <= a.compressed_bytes,
-        "fetched {fetched} bytes of a {}-byte image: chunks were fetched twice",
-        a.compressed_bytes
+        fetched <= unique + 2 * (1 << 20),
+        "received {fetched} chunk bytes for an image of {unique} distinct compressed bytes: chunks were fetched twice"
     );
     let m = a.machine(mac3);
     assert_eq!((m["status"].as_str(), m["hostname"].as_str()), (Some("installed"), Some("PHA-0001")), "{m}");
@@ -483,10 +530,82 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
         a.compressed_bytes >> 20
     ));
 
-    // A chunk corrupted on the appliance's disk.
-    let chunk = corrupt_root_chunk(&a.data.join("store"), IMAGE);
+    // Power cuts: a PC loses power while chunks are written, then while its profile is being
+    // applied (the appliance is down: the agent waits in the profile step). Each time the disk
+    // cannot boot, the next power-on network-boots into the agent, which resumes with what is
+    // already on the disk; the third power-on completes and boots into the installed system.
+    let mac5 = "52:54:00:e2:00:05";
+    a.cli(&["machine", "add", mac5, "--department", "pharmacie", "--install"]);
+    let pc5 = a.pc("tap5", mac5, Firmware::Bios);
+    let disk5 = pc5.disk.clone().unwrap();
+    let mut last_poll = Instant::now();
+    a.power_cut(&pc5, "cut-writing", |log| {
+        if !log.contains("disk: ") || last_poll.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        last_poll = Instant::now();
+        let t = a.last_task(mac5);
+        let (done, total) = (t["bytes_done"].as_u64().unwrap_or(0), t["bytes_total"].as_u64().unwrap_or(0));
+        t["phase"] == "writing" && total > 0 && done * 3 > total
+    });
+    assert_unbootable(&disk5, "power cut while writing chunks");
+    assert_eq!(a.last_task(mac5)["state"], "running");
+    let mut server_down = None::<Instant>;
+    let cut = a.power_cut(&pc5, "cut-profile", |log| {
+        if log.contains(WRITTEN) && server_down.is_none() {
+            a.kill_server();
+            server_down = Some(Instant::now());
+        }
+        server_down.is_some_and(|t| t.elapsed() > Duration::from_secs(4))
+    });
+    let resumed = in_place_mib(&cut.log);
+    assert!(resumed > 0, "the second power-on found nothing in place: it did not resume\n{}", cut.log);
+    assert!(!cut.log.contains(PROFILED), "the profile step ended before the cut");
+    assert_unbootable(&disk5, "power cut during the profile step");
+    a.start_server();
+    let done = a.agent_run(&pc5, "after-cuts", |_| {});
+    done.assert_succeeded("install after two power cuts");
+    let fetched_last = fetched_bytes(&a.last_task(mac5));
+    assert!(fetched_last * 10 < unique, "the last power-on fetched {fetched_last} bytes: it did not resume");
+    let host5 = a.machine(mac5)["hostname"].as_str().unwrap().to_string();
+    a.check_installed_disk(&disk5, &host5, "pharmacie");
+    a.boot_installed(&pc5, "after-cuts-boot", &host5);
+    say(&format!(
+        "power cuts while writing and during the profile: resumed with {resumed} MiB in place, then {} KiB fetched \
+         by the last power-on; the disk was unbootable after each cut",
+        fetched_last >> 10
+    ));
+
+    // Cancel: a technician cancels an install while chunks are written; the agent stops
+    // within seconds and says so on screen, the disk stays unbootable, the task is cancelled.
     a.cli(&["machine", "add", mac4, "--department", "pharmacie", "--install"]);
     let pc4 = a.pc("tap4", mac4, Firmware::Bios);
+    let (mut cancelled_at, mut last_poll) = (None::<Instant>, Instant::now());
+    let auth = format!("Authorization: Bearer {}", a.token);
+    let run = run_client(&a.lab, &pc4, "cancel", &[BANNER, TASK], AGENT_TIMEOUT, |log| {
+        if cancelled_at.is_none() && log.contains("disk: ") && last_poll.elapsed() > Duration::from_secs(1) {
+            last_poll = Instant::now();
+            let t = a.last_task(mac4);
+            let (done, total) = (t["bytes_done"].as_u64().unwrap_or(0), t["bytes_total"].as_u64().unwrap_or(0));
+            if t["phase"] == "writing" && total > 0 && done * 4 > total {
+                let url = format!("http://{SERVER_IP}:8080/api/v1/tasks/{}/cancel", t["id"]);
+                let body = r#"{"reason":"wrong department"}"#;
+                lab_curl(&a.lab, &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "-d", body, &url]);
+                cancelled_at = Some(Instant::now());
+            }
+        }
+        assert!(!log.contains(PROFILED), "the cancelled agent went on to apply the profile:\n{log}");
+        log.contains("CANCELLED")
+    });
+    let stopped_in = cancelled_at.expect("the task was never cancelled mid-deploy").elapsed();
+    assert!(!run.log.contains(PROFILED), "the profile was applied after the cancel:\n{}", run.log);
+    assert_unbootable(pc4.disk.as_ref().unwrap(), "cancelled deploy");
+    assert_eq!(a.last_task(mac4)["state"], "cancelled");
+    say(&format!("cancel during writing: the agent stopped and said so {:.1} s later", stopped_in.as_secs_f64()));
+
+    // A chunk corrupted on the appliance's disk.
+    let chunk = corrupt_root_chunk(&a.data.join("store"), IMAGE);
+    a.cli(&["machine", "reimage", mac4, "-m", "after the cancel"]);
     let run = a.agent_run(&pc4, "corrupt", |_| {});
     assert!(run.run.log.contains("FAILED") && run.run.log.contains(&chunk), "serial log:\n{}", run.run.log);
     let m = a.machine(mac4);
