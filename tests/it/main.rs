@@ -8,4 +8,5 @@ mod imaging;
 mod lab;
 mod pxe;
 mod serve;
+mod store;
 mod support;
