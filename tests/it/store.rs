@@ -1,13 +1,119 @@
-//! The image store: `parc image verify --repair` followed by a recapture.
+//! The image store under a running `parc serve`: pins that `parc image rm|gc` (another
+//! process, on the same directory) respect, and `parc image verify --repair` followed by a
+//! recapture.
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::api::{appliance, capture_small_image, Api};
 use crate::support::*;
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// `parc image ARGS --store STORE`, expected to fail: its stderr.
+fn refused(store: &Path, args: &[&str]) -> String {
+    let mut a = vec!["image"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--store", s(store)]);
+    let out = parc().args(&a).output().unwrap();
+    assert!(!out.status.success(), "parc {a:?} should have been refused: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The task token of the boot script the server hands `mac` now.
+fn boot_token(srv: &str, mac: &str) -> String {
+    let script = sh(&format!("curl -sS '{srv}/boot.ipxe?mac={mac}'"));
+    script.split("parc.token=").nth(1).expect("a task token").split_whitespace().next().unwrap().to_string()
+}
+
+fn pin_file(store: &Path, task: i64) -> std::path::PathBuf {
+    store.join("pins").join(format!("task-{task}.json"))
+}
+
+/// Waits (at most 15 s: the server reconciles pins every 5 s) until `cond` holds.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rm_refuses_what_departments_name_and_tasks_deploy_and_gc_keeps_what_a_task_fetches() {
+    let a = appliance("127.0.0.1:0");
+    let store = a.data.join("store");
+    // Every example department names debian-poste.
+    let err = refused(&store, &["rm", "debian-poste"]);
+    assert!(err.contains("department radiologie") && err.contains("names \"debian-poste\""), "{err}");
+    assert!(err.contains("--force"), "the refusal says how to override it: {err}");
+
+    // A task queued now deploys debian-poste@1; then @2 is captured, so the departments move on
+    // to it while the task still needs @1.
+    let mac = "52:54:00:5e:00:01";
+    let (st, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "install": true }));
+    assert_eq!(st, 201, "{r}");
+    let task = r["task"]["id"].as_i64().unwrap();
+    let pin = std::fs::read_to_string(pin_file(&store, task)).expect("the queued task is pinned in the store");
+    assert!(pin.contains(&a.image_digest), "{pin}");
+    capture_small_image(a.dir.path(), &a.data, "debian-poste", 2);
+    let err = refused(&store, &["rm", "debian-poste@1"]);
+    assert!(err.contains(&format!("task #{task} (install of RAD-0001) deploys debian-poste@1")), "{err}");
+
+    // A crash (SIGKILL) that lost the pin, or left one of a task long gone: the next start
+    // rebuilds them from the database.
+    let crate::api::Appliance { dir, data, srv, admin, image_digest } = a;
+    drop(srv);
+    std::fs::remove_file(pin_file(&store, task)).unwrap();
+    std::fs::write(pin_file(&store, 999), std::fs::read(store.join("pins/departments.json")).unwrap()).unwrap();
+    let srv = start(&data, "127.0.0.1:0");
+    let admin = Api::new(&srv.url, admin.token.as_deref());
+    assert!(pin_file(&store, task).exists() && !pin_file(&store, 999).exists());
+
+    // --force removes the name; the manifest stays for the task and gc keeps its chunks.
+    let r = parc_json(&["image", "rm", "debian-poste@1", "--force", "--store", s(&store)]);
+    assert_eq!(r["removed"], json!(["debian-poste@1"]), "{r}");
+    assert!(r["kept"][0].as_str().unwrap().starts_with(&image_digest), "{r}");
+    assert!(r["overridden"][0].as_str().unwrap().contains(&format!("task #{task}")), "{r}");
+    let gc = parc_json(&["image", "gc", "--store", s(&store)]);
+    assert_eq!((gc["manifests_pinned"].as_u64(), gc["chunks_removed"].as_u64()), (Some(1), Some(0)), "{gc}");
+    // What the task's agent does: fetch the manifest and every chunk of its digest over HTTP.
+    let target = data.join("deployed.raw");
+    let d = parc_json(&["image", "deploy", &image_digest, "--store", &srv.url, "--to", s(&target)]);
+    assert_eq!(d["digest"], image_digest.as_str(), "{d}");
+    assert_eq!(sha256_file(&target), sha256_file(&dir.path().join("debian-poste-1.raw")));
+
+    // The task ends: its pin goes at once, and gc may now take the manifest and its chunks.
+    let (st, r) = admin.post(&format!("/api/v1/tasks/{task}/cancel"), json!({}));
+    assert_eq!(st, 200, "{r}");
+    assert!(!pin_file(&store, task).exists());
+    let gc = parc_json(&["image", "gc", "--store", s(&store)]);
+    assert_eq!(gc["manifests_removed"], 1, "{gc}");
+    assert!(gc["chunks_removed"].as_u64().unwrap() > 0, "{gc}");
+    assert!(!store.join("manifests").join(format!("{image_digest}.json")).exists());
+}
+
+#[test]
+fn a_task_that_ends_without_the_server_noticing_loses_its_pin_by_reconcile() {
+    let a = appliance("127.0.0.1:0");
+    let store = a.data.join("store");
+    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
+    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    let mac = "52:54:00:5e:00:02";
+    let (st, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "urgences", "install": true }));
+    assert_eq!(st, 201, "{r}");
+    let task = r["task"]["id"].as_i64().unwrap();
+    let agent = Api::new(&a.srv.url, Some(&boot_token(&a.srv.url, mac)));
+    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    assert!(pin_file(&store, task).exists());
+    let (st, r) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
+    assert_eq!(st, 200, "{r}");
+    eventually("the done task's pin is gone", || !pin_file(&store, task).exists());
+    let r = parc_json(&["image", "rm", "debian-poste", "--force", "--store", s(&store)]);
+    assert!(r["overridden"][0].as_str().unwrap().contains("department"), "{r}");
 }
 
 fn chunk_path(store: &Path, d: &str) -> std::path::PathBuf {

@@ -324,6 +324,7 @@ pub async fn failed(
             message: &msg,
             data: Some(data),
         })?;
+        crate::store::task_ended(&st, t.id);
         Ok(Json(st.db.task(t.id)?.expect("exists")))
     })
     .await

@@ -1,0 +1,109 @@
+//! The server's duties to the image store it serves, which technicians also change by hand
+//! (`parc image rm|gc|capture` in another process, no server involved):
+//!
+//! - **pins** (`<store>/pins/`, see `parc_imager::store::pins`): one file per active task with
+//!   the manifest digest it deploys, written when the task is queued, removed when it ends,
+//!   and `departments.json` with the image each department names. [`rebuild`] (at start: a
+//!   crash leaves no stale or missing pin) and [`reconcile`] (every few seconds from `parc
+//!   serve`: tasks ended by any path) make them what the database and the profiles say.
+//!
+//! Pins are a safety net, not a gate: failing to write one is logged (and retried by the next
+//! reconcile), never a reason to refuse a technician's operation.
+
+use std::collections::BTreeSet;
+
+use parc_imager::digest::Digest;
+use parc_imager::store::{ChunkSource as _, Pin, PinFile, StoreError};
+
+use crate::db::Task;
+use crate::{AppError, AppState};
+
+const DEPARTMENTS: &str = "departments";
+
+fn task_key(id: i64) -> String {
+    format!("task-{id}")
+}
+
+fn holder(st: &AppState) -> String {
+    format!("parc serve (pid {}) for {}", std::process::id(), st.store.location())
+}
+
+fn task_pin(t: &Task) -> Option<Pin> {
+    let digest = t.image_digest.as_deref()?.parse::<Digest>().ok()?;
+    let on = t.hostname.clone().unwrap_or_else(|| t.mac.clone());
+    Some(Pin {
+        by: format!("task #{} ({} of {on})", t.id, t.kind.as_str()),
+        reference: None,
+        digest: Some(digest),
+        task: true,
+    })
+}
+
+/// Pins what a newly queued task deploys. Call right after the task row is inserted.
+pub fn task_queued(st: &AppState, t: &Task) {
+    let Some(pin) = task_pin(t).filter(|_| t.state.is_active()) else { return };
+    if let Err(e) = st.store.write_pins(&task_key(t.id), &PinFile::new(holder(st), vec![pin])) {
+        tracing::error!(task = t.id, error = %e, "pinning the task's image failed; the next reconcile retries");
+    }
+}
+
+/// Drops a task's pin once it has ended (done, failed, cancelled).
+pub fn task_ended(st: &AppState, id: i64) {
+    if let Err(e) = st.store.remove_pins(&task_key(id)) {
+        tracing::warn!(task = id, error = %e, "unpinning an ended task failed; the next reconcile retries");
+    }
+}
+
+/// The pin file of the departments of the current profiles snapshot.
+fn department_pins(st: &AppState) -> Vec<Pin> {
+    st.profiles
+        .snapshot()
+        .departments
+        .values()
+        .map(|d| Pin {
+            by: format!("department {} ({} line {})", d.id, d.file, d.image_line),
+            reference: Some(d.image.clone()),
+            digest: st.store.resolve(&d.image).ok(),
+            task: false,
+        })
+        .collect()
+}
+
+/// At start: removes pin files that cannot be read (a crash of something other than parc,
+/// a hand edit), then [`reconcile`]. Blocking.
+pub fn rebuild(st: &AppState) -> Result<(), AppError> {
+    for key in st.store.pin_keys()? {
+        if let Err(StoreError::BadPinFile { path, reason }) = st.store.read_pins(&key) {
+            tracing::warn!(path = %path.display(), %reason, "image store pins: rewriting an unreadable pin file");
+            st.store.remove_pins(&key)?;
+        }
+    }
+    reconcile(st)
+}
+
+/// Makes the pins what the database (active tasks) and the profiles snapshot (departments)
+/// say: missing task pins written, pins of tasks no longer active removed, the departments'
+/// file rewritten when it changed. Cheap enough to run every few seconds: task pin files are
+/// only listed (their content never changes). Blocking.
+pub fn reconcile(st: &AppState) -> Result<(), AppError> {
+    let existing: BTreeSet<String> = st.store.pin_keys()?.into_iter().collect();
+    let departments = department_pins(st);
+    let current = st.store.read_pins(DEPARTMENTS).ok().flatten();
+    if current.is_none_or(|f| f.pins != departments) {
+        st.store.write_pins(DEPARTMENTS, &PinFile::new(holder(st), departments))?;
+    }
+    let mut keep: BTreeSet<String> = BTreeSet::from([DEPARTMENTS.to_string()]);
+    for t in st.db.active_tasks()? {
+        let Some(pin) = task_pin(&t) else { continue };
+        let key = task_key(t.id);
+        if !existing.contains(&key) {
+            st.store.write_pins(&key, &PinFile::new(holder(st), vec![pin]))?;
+        }
+        keep.insert(key);
+    }
+    for key in existing.difference(&keep) {
+        st.store.remove_pins(key)?;
+    }
+    st.store.clean_pin_temp_files();
+    Ok(())
+}
