@@ -1,12 +1,12 @@
 //! The image store under a running `parc serve`: pins that `parc image rm|gc` (another
-//! process, on the same directory) respect, and `parc image verify --repair` followed by a
-//! recapture.
+//! process, on the same directory) respect, quarantine of a chunk an agent reports corrupt,
+//! and `parc image verify --repair` followed by a recapture.
 
 use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance, capture_small_image, Api};
+use crate::api::{appliance, capture_into, capture_small_image, Api};
 use crate::support::*;
 
 fn s(p: &Path) -> &str {
@@ -116,8 +116,92 @@ fn a_task_that_ends_without_the_server_noticing_loses_its_pin_by_reconcile() {
     assert!(r["overridden"][0].as_str().unwrap().contains("department"), "{r}");
 }
 
+/// Digests of the chunk files in `store`, sorted.
+fn chunk_files(store: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walk(&store.join("chunks"))
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str()?.strip_suffix(".zst").map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 fn chunk_path(store: &Path, d: &str) -> std::path::PathBuf {
     store.join("chunks").join(&d[..2]).join(format!("{d}.zst"))
+}
+
+fn events(api: &Api, kind: &str) -> Vec<Value> {
+    let (st, ev) = api.get(&format!("/api/v1/events?kind={kind}"));
+    assert_eq!(st, 200, "{ev}");
+    ev.as_array().unwrap().clone()
+}
+
+#[test]
+fn a_chunk_an_agent_reports_corrupt_is_rehashed_and_quarantined_then_a_recapture_restores_it() {
+    let a = appliance("127.0.0.1:0");
+    let store = a.data.join("store");
+    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
+    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    let mac = "52:54:00:5e:00:03";
+    let (st, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "pharmacie", "install": true }));
+    assert_eq!(st, 201, "{r}");
+    let chunks = chunk_files(&store);
+    assert!(chunks.len() >= 2, "{chunks:?}");
+
+    // An agent blames a chunk that is intact in the store: journaled, nothing moved.
+    let agent = Api::new(&a.srv.url, Some(&boot_token(&a.srv.url, mac)));
+    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let reason = format!("chunk {} is corrupt: content hashes to 00…", chunks[0]);
+    let (st, r) = agent.post("/api/v1/agent/failed", json!({ "reason": reason, "chunk": chunks[0] }));
+    assert_eq!(st, 200, "{r}");
+    let ev = events(&a.admin, "chunk.checked");
+    assert!(ev[0]["message"].as_str().unwrap().contains("intact"), "{ev:?}");
+    assert!(chunk_path(&store, &chunks[0]).exists());
+
+    // Now one really is damaged in the store: the server re-hashes it and moves it aside.
+    let bad = &chunks[1];
+    let mut bytes = std::fs::read(chunk_path(&store, bad)).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(chunk_path(&store, bad), &bytes).unwrap();
+    let (st, r) = a.admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({}));
+    assert_eq!(st, 200, "{r}");
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    let task = m["task"]["id"].as_i64().unwrap();
+    let agent = Api::new(&a.srv.url, Some(&boot_token(&a.srv.url, mac)));
+    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (st, r) = agent.post("/api/v1/agent/failed", json!({ "reason": "chunk corrupt", "chunk": bad }));
+    assert_eq!(st, 200, "{r}");
+    let ev = events(&a.admin, "chunk.quarantined");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["task_id"], task, "{ev:?}");
+    assert_eq!(ev[0]["data"]["image_digest"], a.image_digest.as_str(), "{ev:?}");
+    assert!(ev[0]["message"].as_str().unwrap().contains(bad), "{ev:?}");
+    assert!(!chunk_path(&store, bad).exists());
+    let evidence = walk(&store.join("quarantine"));
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    assert_eq!(std::fs::read(&evidence[0]).unwrap(), bytes, "the damaged file is kept as it was");
+    let v = parc_run(&["image", "verify", "--store", s(&store)]);
+    assert!(String::from_utf8_lossy(&v.stdout).contains(&format!("MISSING {bad}")), "{v:?}");
+
+    // Capturing the same disk again stores the chunk again.
+    let c = capture_into(&a.data, "debian-poste", &a.dir.path().join("debian-poste-1.raw"));
+    assert_eq!(c["digest"], a.image_digest.as_str());
+    assert_eq!(c["new_chunks"], 1, "{c}");
+    let v = parc_json(&["image", "verify", "--store", s(&store)]);
+    assert!(v["bad"].as_array().unwrap().is_empty() && v["missing"].as_array().unwrap().is_empty(), "{v}");
 }
 
 #[test]

@@ -5,7 +5,10 @@
 //!   the manifest digest it deploys, written when the task is queued, removed when it ends,
 //!   and `departments.json` with the image each department names. [`rebuild`] (at start: a
 //!   crash leaves no stale or missing pin) and [`reconcile`] (every few seconds from `parc
-//!   serve`: tasks ended by any path) make them what the database and the profiles say.
+//!   serve`: tasks ended by any path) make them what the database and the profiles say;
+//! - **quarantine**: a chunk an agent reports corrupt is re-hashed here, and a bad file moved
+//!   into `<store>/quarantine/` and journaled, so that the store reports it missing and a new
+//!   capture stores it again.
 //!
 //! Pins are a safety net, not a gate: failing to write one is logged (and retried by the next
 //! reconcile), never a reason to refuse a technician's operation.
@@ -15,7 +18,7 @@ use std::collections::BTreeSet;
 use parc_imager::digest::Digest;
 use parc_imager::store::{ChunkSource as _, Pin, PinFile, StoreError};
 
-use crate::db::Task;
+use crate::db::{NewEvent, Task};
 use crate::{AppError, AppState};
 
 const DEPARTMENTS: &str = "departments";
@@ -105,5 +108,65 @@ pub fn reconcile(st: &AppState) -> Result<(), AppError> {
         st.store.remove_pins(key)?;
     }
     st.store.clean_pin_temp_files();
+    Ok(())
+}
+
+/// An agent reported chunk `chunk` as the cause of task `t`'s failure: re-hash the stored
+/// file; quarantine it if it is bad. Journaled either way; a fault here is logged, never the
+/// agent's problem (its report is recorded already). Blocking.
+pub fn chunk_reported(st: &AppState, t: &Task, chunk: &str) {
+    if let Err(e) = check_reported_chunk(st, t, chunk) {
+        tracing::error!(task = t.id, chunk, error = %e.public_message(), detail = ?e, "re-hashing a reported chunk failed");
+    }
+}
+
+fn check_reported_chunk(st: &AppState, t: &Task, chunk: &str) -> Result<(), AppError> {
+    let Ok(digest) = chunk.parse::<Digest>() else { return Ok(()) };
+    let image = format!(
+        "{}{}",
+        t.image_ref.as_deref().unwrap_or("?"),
+        t.image_digest.as_deref().map(|d| format!(" ({})", &d[..d.len().min(12)])).unwrap_or_default()
+    );
+    let data = serde_json::json!({ "chunk": chunk, "image_ref": t.image_ref, "image_digest": t.image_digest });
+    let (kind, message) = match st.store.check_chunk(&digest) {
+        Ok(Some(reason)) => match st.store.quarantine_chunk(&digest)? {
+            Some(to) => (
+                "chunk.quarantined",
+                format!(
+                    "chunk {chunk} of image {image}, reported corrupt by task #{}, is bad in the store ({reason}): \
+                     moved to {}; the store now reports it missing until `parc image verify --repair` and a new \
+                     capture of the image store it again",
+                    t.id,
+                    to.display()
+                ),
+            ),
+            None => return Ok(()),
+        },
+        Ok(None) => (
+            "chunk.checked",
+            format!(
+                "chunk {chunk} of image {image}, reported corrupt by task #{}, is intact in the store: the damage \
+                 happened on the way or on the machine (check its network card, memory and disk)",
+                t.id
+            ),
+        ),
+        Err(StoreError::ChunkMissing { .. }) => (
+            "chunk.missing",
+            format!(
+                "chunk {chunk} of image {image}, reported by task #{}, is missing from the store: capture the image \
+                 again to store it",
+                t.id
+            ),
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    st.event(&NewEvent {
+        actor: "parc",
+        kind,
+        mac: Some(&t.mac),
+        task_id: Some(t.id),
+        message: &message,
+        data: Some(data),
+    })?;
     Ok(())
 }

@@ -325,6 +325,9 @@ pub async fn failed(
             data: Some(data),
         })?;
         crate::store::task_ended(&st, t.id);
+        if let Some(chunk) = &b.chunk {
+            crate::store::chunk_reported(&st, &t, chunk);
+        }
         Ok(Json(st.db.task(t.id)?.expect("exists")))
     })
     .await
