@@ -112,8 +112,25 @@ fn a_task_that_ends_without_the_server_noticing_loses_its_pin_by_reconcile() {
     let (st, r) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
     assert_eq!(st, 200, "{r}");
     eventually("the done task's pin is gone", || !pin_file(&store, task).exists());
-    let r = parc_json(&["image", "rm", "debian-poste", "--force", "--store", s(&store)]);
-    assert!(r["overridden"][0].as_str().unwrap().contains("department"), "{r}");
+
+    // Through the API: the same refusal, journaled with who asked; `force` overrides it.
+    let (st, e) = a.admin.post("/api/v1/images/debian-poste/remove", json!({ "reason": "obsolete" }));
+    assert_eq!(st, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("department urgences") && e.to_string().contains("force"), "{e}");
+    let (st, r) = a.admin.post("/api/v1/images/debian-poste/remove", json!({ "force": true, "reason": "obsolete" }));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["removed"], json!(["debian-poste@1"]), "{r}");
+    assert!(r["kept"][0].as_str().unwrap().contains("department urgences"), "until the pins follow: {r}");
+    let ev = events(&a.admin, "image.rm");
+    assert_eq!(ev[0]["actor"], "admin", "{ev:?}");
+    let msg = ev[0]["message"].as_str().unwrap();
+    assert!(msg.contains("removed by admin (obsolete)") && msg.contains("forced past: department"), "{msg}");
+    assert_eq!(events(&a.admin, "image.rm.refused").len(), 1);
+    // The departments' pins follow within a reconcile (their image no longer exists): gc may
+    // then take the manifest.
+    eventually("gc may remove the unnamed manifest", || {
+        parc_json(&["image", "gc", "--dry-run", "--store", s(&store)])["manifests_removed"] == 1
+    });
 }
 
 /// Digests of the chunk files in `store`, sorted.

@@ -10,16 +10,24 @@
 //!   into `<store>/quarantine/` and journaled, so that the store reports it missing and a new
 //!   capture stores it again.
 //!
+//! `POST /api/v1/images/{reference}/remove` is `parc image rm` through the server: the same
+//! refusals, journaled (`image.rm`, `image.rm.refused`) with who and why.
+//!
 //! Pins are a safety net, not a gate: failing to write one is logged (and retried by the next
 //! reconcile), never a reason to refuse a technician's operation.
 
 use std::collections::BTreeSet;
 
+use axum::extract::{Path, State};
 use parc_imager::digest::Digest;
+use parc_imager::store::dir::Removal;
 use parc_imager::store::{ChunkSource as _, Pin, PinFile, StoreError};
+use serde::Deserialize;
 
-use crate::db::{NewEvent, Task};
-use crate::{AppError, AppState};
+use crate::api::{Json, OptionalJson};
+use crate::auth::Caller;
+use crate::db::{NewEvent, Role, Task};
+use crate::{blocking, AppError, AppState};
 
 const DEPARTMENTS: &str = "departments";
 
@@ -169,4 +177,62 @@ fn check_reported_chunk(st: &AppState, t: &Task, chunk: &str) -> Result<(), AppE
         data: Some(data),
     })?;
     Ok(())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBody {
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `parc image rm` through the API, journaled.
+pub async fn image_remove(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(reference): Path<String>,
+    OptionalJson(body): OptionalJson<RemoveBody>,
+) -> Result<Json<Removal>, AppError> {
+    caller.require(Role::Admin)?;
+    blocking(move || {
+        let why =
+            body.reason.as_deref().filter(|r| !r.trim().is_empty()).map(|r| format!(" ({r})")).unwrap_or_default();
+        let journal = |kind: &str, message: &str, data: serde_json::Value| {
+            st.event(&NewEvent { actor: caller.login(), kind, mac: None, task_id: None, message, data: Some(data) })
+        };
+        match st.store.remove(&reference, body.force) {
+            Ok(r) => {
+                let mut msg = format!("image {reference} removed by {}{why}: {}", caller.login(), r.removed.join(", "));
+                if !r.overridden.is_empty() {
+                    msg.push_str(&format!("; forced past: {}", r.overridden.join("; ")));
+                }
+                if !r.kept.is_empty() {
+                    msg.push_str(&format!("; kept for their pins: {}", r.kept.join(", ")));
+                }
+                journal(
+                    "image.rm",
+                    &msg,
+                    serde_json::json!({ "reference": reference, "removal": r, "reason": body.reason }),
+                )?;
+                Ok(Json(r))
+            }
+            Err(StoreError::Pinned { reference, needed_by }) => {
+                let msg = format!(
+                    "not removing {reference}: {needed_by}. Wait until that is no longer so (change the department's \
+                     image, let the task finish or cancel it), or send \"force\": true to remove the name anyway \
+                     (what is pinned stays in the store until nothing pins it)"
+                );
+                journal(
+                    "image.rm.refused",
+                    &format!("{} asked to remove image {reference}{why}: {msg}", caller.login()),
+                    serde_json::json!({ "reference": reference, "reason": body.reason }),
+                )?;
+                Err(AppError::Conflict(msg))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
 }
