@@ -9,6 +9,7 @@ use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::Manifest;
 use crate::progress::Progress;
+use crate::store::dir::check_stored_chunk;
 use crate::store::{ChunkSource, DirStore, StoreError};
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -124,22 +125,94 @@ fn check_chunk(
         Ok(z) => z,
         Err(e) => return Some(e.to_string()),
     };
-    // Unreferenced chunks have no known length: bound by the largest grid cell allowed.
-    let cap = expected_len.unwrap_or(64 << 20) as usize;
-    let data = match dec.decompress(&z, cap) {
-        Ok(data) => data,
-        Err(e) => return Some(format!("does not decompress: {e}")),
+    match check_stored_chunk(dec, d, &z, expected_len) {
+        Ok(n) => {
+            progress.advance(n);
+            checked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+        Err(reason) => Some(reason),
+    }
+}
+
+/// What `repair` did, and what the store still lacks.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RepairReport {
+    /// Bad chunk files moved into `quarantine/`: (file it was, where it is now).
+    pub quarantined: Vec<Quarantined>,
+    /// Images that miss chunks now (the quarantined ones and those missing before), and how to
+    /// restore them.
+    pub needs: Vec<ImageNeed>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Quarantined {
+    pub digest: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageNeed {
+    /// `name@version`, or the digest of a manifest without a name.
+    pub image: String,
+    pub missing_chunks: u64,
+    /// What to run to store them again (the capture it came from), when known.
+    pub fix: String,
+}
+
+/// Moves every bad chunk file of `report` into `quarantine/` (the store then reports those
+/// chunks missing, and the next capture that produces them stores them again), and says which
+/// images miss which chunks and how to restore them.
+pub fn repair(store: &DirStore, report: &VerifyReport) -> Result<RepairReport, Error> {
+    let mut out = RepairReport::default();
+    for b in &report.bad {
+        let moved = match b.digest.parse::<Digest>() {
+            Ok(d) if store.chunk_path(&d).display().to_string() == b.path => store.quarantine_chunk(&d)?,
+            _ => store.quarantine_file(std::path::Path::new(&b.path))?,
+        };
+        if let Some(to) = moved {
+            out.quarantined.push(Quarantined {
+                digest: b.digest.clone(),
+                from: b.path.clone(),
+                to: to.display().to_string(),
+            });
+        }
+    }
+    let absent: HashSet<Digest> = report
+        .missing
+        .iter()
+        .map(|m| m.digest)
+        .chain(out.quarantined.iter().filter_map(|q| q.digest.parse().ok()))
+        .collect();
+    if absent.is_empty() {
+        return Ok(out);
+    }
+    let names = store.names()?;
+    let mut named: HashSet<Digest> = HashSet::new();
+    let mut needs = |image: String, m: &Manifest, fix: String| {
+        let mut seen = HashSet::new();
+        let n = m.all_chunks().filter(|c| absent.contains(&c.sha256) && seen.insert(c.sha256)).count() as u64;
+        if n > 0 {
+            out.needs.push(ImageNeed { image, missing_chunks: n, fix });
+        }
     };
-    progress.advance(data.len() as u64);
-    checked.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let got = Digest::of(&data);
-    if got != *d {
-        return Some(format!("content hashes to {got}"));
+    for e in &names {
+        named.insert(e.record.digest);
+        if let Ok(m) = store.manifest(&e.record.digest) {
+            let fix = format!(
+                "capture {} again (`parc image capture {} --name {}`), or remove {}@{} if it is no longer needed",
+                e.record.source, e.record.source, e.name, e.name, e.version
+            );
+            needs(format!("{}@{}", e.name, e.version), &m, fix);
+        }
     }
-    if expected_len.is_some_and(|l| l != data.len() as u64) {
-        return Some(format!("holds {} bytes, a manifest says {}", data.len(), expected_len.unwrap_or(0)));
+    for d in store.manifests()?.into_iter().filter(|d| !named.contains(d)) {
+        if let Ok(m) = store.manifest(&d) {
+            needs(d.to_hex(), &m, "no name points at it: `parc image gc` removes it once nothing pins it".into());
+        }
     }
-    None
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -40,11 +40,12 @@ pub enum ImageCmd {
     Ls(LsArgs),
     /// Show an image's partitions and sizes.
     Show(RefArgs),
-    /// Recompute every chunk digest; report bad or missing chunks.
+    /// Recompute every chunk digest; report bad or missing chunks (`--repair`: quarantine the bad ones).
     Verify(VerifyArgs),
-    /// Remove an image name (`name@N` one version, `name` all versions).
-    Rm(RefArgs),
-    /// Delete chunks no image refers to.
+    /// Remove an image name (`name@N` one version, `name` all versions); refused while a
+    /// department names it or an active task deploys it, unless `--force`.
+    Rm(RmArgs),
+    /// Delete chunks no image refers to (pinned images of a running server count).
     Gc(GcArgs),
     /// Bytes shared and unique between two images.
     Diff(DiffArgs),
@@ -109,9 +110,26 @@ pub struct RefArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RmArgs {
+    image: String,
+    /// Remove the name even though a department names it or an active task deploys it (what
+    /// they pin stays in the store until nothing pins it).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    store: StoreArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Images to verify (default: every chunk in the store).
     images: Vec<String>,
+    /// Move bad chunk files into <store>/quarantine/ (kept as evidence) so that the store
+    /// reports them missing and a new capture of the image stores them again.
+    #[arg(long)]
+    repair: bool,
     #[command(flatten)]
     store: StoreArg,
     #[command(flatten)]
@@ -145,7 +163,8 @@ impl ImageCmd {
             ImageCmd::Capture(a) => a.out.json,
             ImageCmd::Deploy(a) => a.out.json,
             ImageCmd::Ls(a) => a.out.json,
-            ImageCmd::Show(a) | ImageCmd::Rm(a) => a.out.json,
+            ImageCmd::Show(a) => a.out.json,
+            ImageCmd::Rm(a) => a.out.json,
             ImageCmd::Verify(a) => a.out.json,
             ImageCmd::Gc(a) => a.out.json,
             ImageCmd::Diff(a) => a.out.json,
@@ -337,7 +356,16 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
             let r = inspect::verify(&store, &a.images, &progress)?;
             progress.finish();
             let ok = r.ok();
-            emit(a.out.json, &r, |r| {
+            let repair = if a.repair { Some(inspect::repair(&store, &r)?) } else { None };
+            #[derive(Serialize)]
+            struct Verified {
+                #[serde(flatten)]
+                report: inspect::VerifyReport,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                repair: Option<inspect::RepairReport>,
+            }
+            emit(a.out.json, &Verified { report: r, repair }, |v| {
+                let r = &v.report;
                 println!("checked {} chunks ({})", r.chunks_checked, human(r.bytes_checked));
                 for b in &r.bad {
                     println!("  BAD     {} {}: {}", b.digest, b.path, b.reason);
@@ -349,6 +377,17 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                     println!("  BAD MANIFEST {m}");
                 }
                 println!("{}", if r.ok() { "store is intact" } else { "store has problems" });
+                if let Some(rep) = &v.repair {
+                    for q in &rep.quarantined {
+                        println!("  QUARANTINED {} -> {}", q.from, q.to);
+                    }
+                    for n in &rep.needs {
+                        println!("  {} misses {} chunk(s): {}", n.image, n.missing_chunks, n.fix);
+                    }
+                    if !r.ok() && rep.needs.is_empty() && r.bad_manifests.is_empty() {
+                        println!("no image needs the quarantined files: the store is intact again");
+                    }
+                }
             });
             if !ok {
                 return Ok(ExitCode::FAILURE);
@@ -356,10 +395,16 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
         }
         ImageCmd::Rm(a) => {
             let store = open_store(&a.store)?;
-            let removed = store.remove(&a.image)?;
-            emit(a.out.json, &removed, |r| {
-                for x in r {
+            let r = store.remove(&a.image, a.force)?;
+            emit(a.out.json, &r, |r| {
+                for x in &r.overridden {
+                    println!("--force: {x}");
+                }
+                for x in &r.removed {
                     println!("removed {x}");
+                }
+                for x in &r.kept {
+                    println!("kept manifest {x}");
                 }
                 println!("chunks stay until `parc image gc`");
             });
@@ -369,12 +414,14 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
             let r = store.gc(a.dry_run)?;
             emit(a.out.json, &r, |r| {
                 println!(
-                    "{} {} unreferenced chunks ({}), kept {}, {} temp files",
+                    "{} {} unreferenced chunks ({}), kept {}, {} temp files, {} unnamed manifests; {} kept for pins",
                     if a.dry_run { "would delete" } else { "deleted" },
                     r.chunks_removed,
                     human(r.bytes_freed),
                     r.chunks_kept,
-                    r.temp_files_removed
+                    r.temp_files_removed,
+                    r.manifests_removed,
+                    r.manifests_pinned
                 );
             });
         }

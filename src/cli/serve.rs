@@ -228,7 +228,12 @@ async fn watch_profiles(state: parc_web::AppState, pull_every: std::time::Durati
                     tracing::warn!(error = %e, "profiles: pulling from the remote failed; serving the last good version");
                 }
             }
-            st.profiles.reload()
+            let reloaded = st.profiles.reload();
+            // Tasks end by many paths (done, lost agents, replaced machines): their pins go here.
+            if let Err(e) = parc_web::store::reconcile(&st) {
+                tracing::error!(error = %e, "image store pins: rewriting them failed; retrying in a few seconds");
+            }
+            reloaded
         })
         .await;
         if pull {

@@ -8,5 +8,6 @@ mod imaging;
 mod lab;
 mod pxe;
 mod serve;
+mod store;
 mod support;
 mod used_disks;

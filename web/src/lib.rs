@@ -14,6 +14,7 @@ mod error;
 pub mod ops;
 pub mod profiles;
 pub mod range;
+pub mod store;
 pub mod wake;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,8 @@ pub enum OpenError {
     Profiles { path: String, source: parc_profiles::RepoError },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("writing the image store's pins (<store>/pins/): {0}")]
+    Pins(String),
 }
 
 impl AppState {
@@ -115,6 +118,8 @@ impl AppState {
             live,
             wake: wake::WakeConfig::default(),
         };
+        // Pins as the database and the profiles say now: a crash left none stale or missing.
+        store::rebuild(&state).map_err(|e| OpenError::Pins(e.to_string()))?;
         if first.admin_password.is_some() {
             state.event(&NewEvent {
                 actor: "parc",

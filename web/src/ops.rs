@@ -657,6 +657,7 @@ fn execute(
             let nt = NewTask { commit_id: commit.clone(), ..nt.clone() };
             match st.db.create_task(&nt) {
                 Ok(t) => {
+                    crate::store::task_queued(st, &t);
                     task_id = Some(t.id);
                     outcomes[i].task = Some(t);
                 }

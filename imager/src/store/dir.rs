@@ -1,6 +1,8 @@
 //! The directory store: `chunks/ab/<sha256>.zst`, `manifests/<sha256>.json`,
-//! `names/<name>/<version>.json`. Every file appears atomically (temp file, fsync, rename
-//! or link), so a killed process leaves at worst an orphan in `tmp/`, never a torn file.
+//! `names/<name>/<version>.json`, `pins/` (what a running server needs, see [`super::pins`])
+//! and `quarantine/` (bad chunk files, kept as evidence). Every file appears atomically
+//! (temp file, fsync, rename or link), so a killed process leaves at worst an orphan in
+//! `tmp/`, never a torn file.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -55,9 +57,26 @@ pub struct GcReport {
     pub chunks_removed: u64,
     pub bytes_freed: u64,
     pub temp_files_removed: u64,
+    /// Manifests no name points at and nothing pins (left by `rm --force` past a pin that has
+    /// since gone, or by a capture killed between publishing and naming).
+    pub manifests_removed: u64,
+    /// Manifests kept only because a pin needs them (a running task's image after `rm --force`).
+    pub manifests_pinned: u64,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+/// What [`DirStore::remove`] did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Removal {
+    /// `name@version` entries removed, and the digests of manifests deleted with them.
+    pub removed: Vec<String>,
+    /// Manifests that lost their last name but stay because a pin needs them (`gc` removes them
+    /// once nothing does), with what pins them.
+    pub kept: Vec<String>,
+    /// What `--force` went past.
+    pub overridden: Vec<String>,
+}
+
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
@@ -98,9 +117,12 @@ impl DirStore {
         self.chunk_path(d).exists()
     }
 
-    /// Stored size of a chunk, if present.
+    /// Stored size of a chunk, if present. An empty file is never a zstd frame (a file system
+    /// that lost the data of a renamed file after a crash leaves one): it counts as missing,
+    /// so a capture that produces the chunk stores it again. Deeper damage is for
+    /// `parc image verify --repair`, which moves bad files into `quarantine/`.
     pub fn chunk_stored_size(&self, d: &Digest) -> Option<u64> {
-        fs::metadata(self.chunk_path(d)).ok().map(|m| m.len())
+        fs::metadata(self.chunk_path(d)).ok().map(|m| m.len()).filter(|&n| n > 0)
     }
 
     /// Writes `data` to a fresh temp file and fsyncs it.
@@ -126,8 +148,8 @@ impl DirStore {
     /// instead of one per chunk, and never lets a chunk name exist before its bytes are on
     /// disk (a later capture trusts an existing name and skips the chunk).
     pub fn put_chunk(&self, digest: &Digest, compressed: &[u8]) -> Result<bool, StoreError> {
-        let dest = self.chunk_path(digest);
-        if dest.exists() || self.pending.lock().expect("lock poisoned").contains_key(digest) {
+        if self.chunk_stored_size(digest).is_some() || self.pending.lock().expect("lock poisoned").contains_key(digest)
+        {
             return Ok(false);
         }
         let tmp = self.temp_file(compressed, false)?;
@@ -279,38 +301,78 @@ impl DirStore {
     }
 
     /// Removes `name@N`, every version of `name`, or every name of a digest; the manifest
-    /// goes too once no name points at it. Chunks stay until `gc`.
-    pub fn remove(&self, reference: &str) -> Result<Vec<String>, StoreError> {
+    /// goes too once no name points at it and no pin needs it. Chunks stay until `gc`.
+    ///
+    /// Refused ([`StoreError::Pinned`], naming who) when a pin stands in the way: a department
+    /// whose image reference would then resolve to something else or nothing, or an active task
+    /// deploying a digest whose name would go. `force` removes the names anyway; pinned
+    /// manifests stay in the store until nothing pins them.
+    pub fn remove(&self, reference: &str, force: bool) -> Result<Removal, StoreError> {
         let digest = self.resolve(reference)?;
         let (name, version) = split_reference(reference);
-        let mut removed = Vec::new();
         let entries = self.names()?;
         let by_digest = validate_name(name).is_err() || !entries.iter().any(|e| e.name == name);
-        for e in &entries {
-            let hit = if by_digest {
+        let (gone, rest): (Vec<NameEntry>, Vec<NameEntry>) = entries.into_iter().partition(|e| {
+            if by_digest {
                 e.record.digest == digest
             } else {
                 e.name == name && version.is_none_or(|v| v == e.version)
-            };
-            if hit {
-                let p = self.root.join("names").join(&e.name).join(format!("{}.json", e.version));
-                fs::remove_file(&p).map_err(io(&p))?;
-                removed.push(format!("{}@{}", e.name, e.version));
-                let _ = fs::remove_dir(self.root.join("names").join(&e.name)); // only if empty
             }
-        }
-        let still: BTreeSet<Digest> = self.names()?.into_iter().map(|e| e.record.digest).collect();
-        for d in entries.iter().map(|e| e.record.digest).chain([digest]).collect::<BTreeSet<_>>() {
-            if !still.contains(&d) {
-                let p = self.manifest_path(&d);
-                match fs::remove_file(&p) {
-                    Ok(()) => removed.push(d.to_hex()),
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(&p)(e)),
+        });
+        let pins = self.pins()?;
+        let pinned: HashSet<Digest> = pins.iter().filter_map(|p| p.digest).collect();
+        let still_named: HashSet<Digest> = rest.iter().map(|e| e.record.digest).collect();
+        let orphaned: BTreeSet<Digest> =
+            gone.iter().map(|e| e.record.digest).chain([digest]).filter(|d| !still_named.contains(d)).collect();
+        let deleted: BTreeSet<Digest> = orphaned.iter().filter(|d| !pinned.contains(d)).copied().collect();
+        let manifests: HashSet<Digest> = self.manifests()?.into_iter().filter(|d| !deleted.contains(d)).collect();
+        let mut needed_by = Vec::new();
+        for p in &pins {
+            if let (true, Some(d)) = (p.task, p.digest) {
+                for e in gone.iter().filter(|e| e.record.digest == d) {
+                    needed_by.push(format!("{} deploys {}@{} ({})", p.by, e.name, e.version, d.short()));
+                }
+            }
+            if let Some(r) = &p.reference {
+                let before = self.resolve(r).ok();
+                let after = resolve_in(&rest, &manifests, r);
+                if before.is_some() && before != after {
+                    needed_by.push(format!(
+                        "{} names {r:?}, which would {}",
+                        p.by,
+                        match after {
+                            Some(a) => format!("become {}", a.short()),
+                            None => "no longer exist".to_string(),
+                        }
+                    ));
                 }
             }
         }
-        Ok(removed)
+        needed_by.dedup();
+        if !needed_by.is_empty() && !force {
+            return Err(StoreError::Pinned { reference: reference.to_string(), needed_by: needed_by.join("; ") });
+        }
+        let mut out = Removal { overridden: needed_by, ..Removal::default() };
+        for e in &gone {
+            let p = self.root.join("names").join(&e.name).join(format!("{}.json", e.version));
+            fs::remove_file(&p).map_err(io(&p))?;
+            out.removed.push(format!("{}@{}", e.name, e.version));
+            let _ = fs::remove_dir(self.root.join("names").join(&e.name)); // only if empty
+        }
+        for d in &orphaned {
+            if !deleted.contains(d) {
+                let by: Vec<&str> = pins.iter().filter(|p| p.digest == Some(*d)).map(|p| p.by.as_str()).collect();
+                out.kept.push(format!("{d} (pinned by {})", by.join(", ")));
+                continue;
+            }
+            let p = self.manifest_path(d);
+            match fs::remove_file(&p) {
+                Ok(()) => out.removed.push(d.to_hex()),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        Ok(out)
     }
 
     fn lock_file(&self) -> Result<File, StoreError> {
@@ -335,15 +397,28 @@ impl DirStore {
         }
     }
 
-    /// Deletes chunks no manifest refers to and leftover temp files. Refuses to run while a
-    /// capture or deploy holds the store (their chunks may not be in a manifest yet).
+    /// Deletes manifests that no name points at and no pin needs, chunks that no remaining
+    /// manifest refers to, and leftover temp files. Refuses to run while a capture or deploy
+    /// holds the store (their chunks may not be in a manifest yet), and while a pin file
+    /// cannot be read (it may name what a running deployment fetches).
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, crate::Error> {
         let _lock = self.try_lock_exclusive()?;
+        let pinned: HashSet<Digest> = self.pins()?.into_iter().filter_map(|p| p.digest).collect();
+        let named: HashSet<Digest> = self.names()?.into_iter().map(|e| e.record.digest).collect();
+        let mut report = GcReport::default();
         let mut referenced: HashSet<Digest> = HashSet::new();
         for d in self.manifests()? {
+            if !named.contains(&d) && !pinned.contains(&d) {
+                report.manifests_removed += 1;
+                if !dry_run {
+                    let p = self.manifest_path(&d);
+                    fs::remove_file(&p).map_err(io(&p))?;
+                }
+                continue;
+            }
+            report.manifests_pinned += u64::from(!named.contains(&d));
             referenced.extend(self.manifest(&d)?.all_chunks().map(|c| c.sha256));
         }
-        let mut report = GcReport::default();
         for (digest, path) in self.chunk_files()? {
             match digest {
                 Some(d) if referenced.contains(&d) => report.chunks_kept += 1,
@@ -386,6 +461,91 @@ impl DirStore {
         out.sort();
         Ok(out)
     }
+}
+
+impl DirStore {
+    /// Re-reads a stored chunk and checks it: `Ok(None)` when it decompresses to bytes whose
+    /// sha256 is its name, `Ok(Some(reason))` when its file is bad, `ChunkMissing` when there
+    /// is no file.
+    pub fn check_chunk(&self, d: &Digest) -> Result<Option<String>, StoreError> {
+        let z = self.read_chunk(d)?;
+        let mut dec = zstd::bulk::Decompressor::new().map_err(io(&self.root))?;
+        Ok(check_stored_chunk(&mut dec, d, &z, None).err())
+    }
+
+    /// Moves a chunk file into `quarantine/` (evidence: parc never deletes it), so that the
+    /// store reports the chunk missing and the next capture that produces it stores it again.
+    /// Returns where the file went, `None` when there was no file.
+    pub fn quarantine_chunk(&self, d: &Digest) -> Result<Option<PathBuf>, StoreError> {
+        self.quarantine_file(&self.chunk_path(d))
+    }
+
+    /// Moves any file of `chunks/` into `quarantine/` (a chunk file or a file whose name is not
+    /// a digest). `None` when it was already gone.
+    pub fn quarantine_file(&self, path: &Path) -> Result<Option<PathBuf>, StoreError> {
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("chunk");
+        let dest = dir.join(format!("{}.{base}", nanos()));
+        match fs::rename(path, &dest) {
+            Ok(()) => {
+                fsync_dir(&dir)?;
+                if let Some(parent) = path.parent() {
+                    fsync_dir(parent)?;
+                }
+                Ok(Some(dest))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(path)(e)),
+        }
+    }
+}
+
+/// Checks a stored (compressed) chunk against its digest, and its length when a manifest
+/// gives one. Returns the uncompressed length, or why the chunk is bad.
+pub fn check_stored_chunk(
+    dec: &mut zstd::bulk::Decompressor,
+    d: &Digest,
+    stored: &[u8],
+    expected_len: Option<u64>,
+) -> Result<u64, String> {
+    // Unreferenced chunks have no known length: bound by the largest grid cell allowed.
+    let cap = expected_len.unwrap_or(64 << 20) as usize;
+    let data = dec.decompress(stored, cap).map_err(|e| format!("does not decompress: {e}"))?;
+    let got = Digest::of(&data);
+    if got != *d {
+        return Err(format!("content hashes to {got}"));
+    }
+    match expected_len {
+        Some(l) if l != data.len() as u64 => Err(format!("holds {} bytes, a manifest says {l}", data.len())),
+        _ => Ok(data.len() as u64),
+    }
+}
+
+/// What `reference` resolves to among `entries` and `manifests` (as [`ChunkSource::resolve`]
+/// does over the store): what a removal would leave.
+fn resolve_in(entries: &[NameEntry], manifests: &HashSet<Digest>, reference: &str) -> Option<Digest> {
+    if let Ok(d) = reference.parse::<Digest>() {
+        return manifests.contains(&d).then_some(d);
+    }
+    let (name, version) = split_reference(reference);
+    let mut of_name = entries.iter().filter(|e| e.name == name);
+    let hit = match version {
+        Some(v) => of_name.find(|e| e.version == v),
+        None => of_name.max_by_key(|e| e.version),
+    };
+    if let Some(e) = hit {
+        return Some(e.record.digest);
+    }
+    if reference.len() >= 8 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let lower = reference.to_ascii_lowercase();
+        let mut hits = manifests.iter().filter(|d| d.to_hex().starts_with(&lower));
+        return match (hits.next(), hits.next()) {
+            (Some(d), None) => Some(*d),
+            _ => None,
+        };
+    }
+    None
 }
 
 impl ChunkSource for DirStore {
@@ -461,7 +621,7 @@ fn syncfs(d: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn fsync_dir(d: &Path) -> Result<(), StoreError> {
+pub(super) fn fsync_dir(d: &Path) -> Result<(), StoreError> {
     File::open(d).and_then(|f| f.sync_all()).map_err(io(d))
 }
 
@@ -495,8 +655,8 @@ mod tests {
         assert!(matches!(s.resolve("base@3"), Err(StoreError::UnknownImage { .. })));
         assert!(matches!(s.resolve("nope"), Err(StoreError::UnknownImage { .. })));
         assert_eq!(s.manifest(&d1).unwrap(), m1);
-        let removed = s.remove("base@1").unwrap();
-        assert_eq!(removed, vec!["base@1".to_string(), d1.to_hex()]);
+        let removed = s.remove("base@1", false).unwrap();
+        assert_eq!(removed.removed, vec!["base@1".to_string(), d1.to_hex()]);
         assert_eq!(s.resolve("base").unwrap(), d2);
         assert!(s.manifests().unwrap() == vec![d2]);
     }
@@ -510,7 +670,8 @@ mod tests {
         s.put_chunk_now(&kept, b"x").unwrap();
         let orphan = Digest::of(b"orphan");
         s.put_chunk_now(&orphan, b"y").unwrap();
-        s.put_manifest(&m).unwrap();
+        let d = s.put_manifest(&m).unwrap();
+        s.add_name("base", d, "disk").unwrap();
         {
             let _held = s.lock_shared().unwrap();
             assert!(matches!(s.gc(false), Err(crate::Error::Store(StoreError::Busy { .. }))));
@@ -518,5 +679,113 @@ mod tests {
         let r = s.gc(false).unwrap();
         assert_eq!((r.chunks_kept, r.chunks_removed), (1, 1));
         assert!(s.has_chunk(&kept) && !s.has_chunk(&orphan));
+    }
+
+    use crate::store::{Pin, PinFile};
+
+    fn task_pin(d: Digest) -> PinFile {
+        PinFile::new(
+            "test",
+            vec![Pin { by: "task #7 (install of RAD-0007)".into(), reference: None, digest: Some(d), task: true }],
+        )
+    }
+
+    fn department_pin(reference: &str) -> PinFile {
+        let pin =
+            Pin { by: "department radiologie".into(), reference: Some(reference.into()), digest: None, task: false };
+        PinFile::new("test", vec![pin])
+    }
+
+    /// Two versions of `base` whose chunks differ: (store dir, store, digest @1, digest @2).
+    fn two_versions() -> (tempfile::TempDir, DirStore, Digest, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirStore::create(dir.path()).unwrap();
+        let m1 = sample();
+        let mut m2 = sample();
+        m2.partitions[0].chunks[1].sha256 = Digest::of(b"c");
+        for m in [&m1, &m2] {
+            for c in m.all_chunks() {
+                s.put_chunk_now(&c.sha256, b"z").unwrap();
+            }
+        }
+        let (d1, d2) = (s.put_manifest(&m1).unwrap(), s.put_manifest(&m2).unwrap());
+        s.add_name("base", d1, "disk1").unwrap();
+        s.add_name("base", d2, "disk2").unwrap();
+        (dir, s, d1, d2)
+    }
+
+    #[test]
+    fn rm_refuses_what_a_department_names_unless_forced() {
+        let (_dir, s, d1, _) = two_versions();
+        s.write_pins("departments", &department_pin("base")).unwrap();
+        // The department names the latest version: removing it or the name is refused, an
+        // older version may go.
+        for r in ["base", "base@2"] {
+            let e = s.remove(r, false).unwrap_err().to_string();
+            assert!(e.contains("department radiologie names \"base\"") && e.contains("--force"), "{e}");
+        }
+        assert_eq!(s.remove("base@1", false).unwrap().removed, vec!["base@1".to_string(), d1.to_hex()]);
+        s.write_pins("departments", &department_pin("base@2")).unwrap();
+        let e = s.remove("base", false).unwrap_err().to_string();
+        assert!(e.contains("would no longer exist"), "{e}");
+        let r = s.remove("base", true).unwrap();
+        assert_eq!(r.overridden.len(), 1);
+        assert!(s.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn rm_refuses_what_a_task_deploys_and_gc_keeps_it_until_the_pin_goes() {
+        let (_dir, s, d1, d2) = two_versions();
+        s.write_pins("task-7", &task_pin(d1)).unwrap();
+        let e = s.remove("base@1", false).unwrap_err().to_string();
+        assert!(e.contains("task #7 (install of RAD-0007) deploys base@1"), "{e}");
+        // Forced: the name goes, the manifest stays for the task, and gc keeps its chunks.
+        let r = s.remove("base@1", true).unwrap();
+        assert_eq!(r.removed, vec!["base@1".to_string()]);
+        assert!(r.kept[0].starts_with(&d1.to_hex()) && r.kept[0].contains("task #7"), "{r:?}");
+        let only_d1 = sample().partitions[0].chunks[1].sha256;
+        let g = s.gc(false).unwrap();
+        assert_eq!((g.manifests_pinned, g.manifests_removed, g.chunks_removed), (1, 0, 0), "{g:?}");
+        assert!(s.manifest(&d1).is_ok() && s.has_chunk(&only_d1));
+        // The task ended: the next gc removes the manifest and the chunks only it needed.
+        s.remove_pins("task-7").unwrap();
+        let g = s.gc(false).unwrap();
+        assert_eq!((g.manifests_pinned, g.manifests_removed, g.chunks_removed), (0, 1, 1), "{g:?}");
+        assert!(!s.has_chunk(&only_d1) && s.manifests().unwrap() == vec![d2]);
+        // A damaged pin file stops gc rather than let it guess.
+        std::fs::write(s.root().join("pins/task-8.json"), b"{").unwrap();
+        assert!(matches!(s.gc(false), Err(crate::Error::Store(StoreError::BadPinFile { .. }))));
+    }
+
+    #[test]
+    fn an_empty_chunk_file_counts_as_missing_and_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirStore::create(dir.path()).unwrap();
+        let d = Digest::of(b"data");
+        let z = zstd::bulk::compress(b"data", 3).unwrap();
+        assert!(s.put_chunk_now(&d, &z).unwrap());
+        assert!(!s.put_chunk_now(&d, &z).unwrap(), "an intact chunk is not stored twice");
+        std::fs::write(s.chunk_path(&d), b"").unwrap();
+        assert_eq!(s.chunk_stored_size(&d), None);
+        assert!(s.put_chunk_now(&d, &z).unwrap());
+        assert_eq!(s.check_chunk(&d).unwrap(), None);
+    }
+
+    #[test]
+    fn a_quarantined_chunk_is_kept_aside_and_reported_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirStore::create(dir.path()).unwrap();
+        let d = Digest::of(b"data");
+        let mut z = zstd::bulk::compress(b"data", 3).unwrap();
+        let n = z.len();
+        z[n - 1] ^= 1;
+        s.put_chunk_now(&d, &z).unwrap();
+        assert!(s.check_chunk(&d).unwrap().is_some());
+        let to = s.quarantine_chunk(&d).unwrap().unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), z, "the evidence is kept as it was");
+        assert!(matches!(s.check_chunk(&d), Err(StoreError::ChunkMissing { .. })));
+        assert_eq!(s.quarantine_chunk(&d).unwrap(), None);
+        assert!(s.put_chunk_now(&d, &zstd::bulk::compress(b"data", 3).unwrap()).unwrap());
+        assert_eq!(s.check_chunk(&d).unwrap(), None);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod dir;
 pub mod http;
+pub mod pins;
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use crate::digest::Digest;
 
 pub use dir::DirStore;
 pub use http::HttpStore;
+pub use pins::{Pin, PinFile};
 
 /// Read access to an image store.
 pub trait ChunkSource: Send + Sync {
@@ -44,6 +46,17 @@ pub enum StoreError {
     Http { url: String, reason: String },
     #[error("the store at {store} is in use by a capture or deploy; run gc again when it has finished")]
     Busy { store: String },
+    #[error(
+        "pin file {path} cannot be read ({reason}), so nothing can be removed safely; restart `parc serve` \
+         (it rewrites its pins at start) or, if no server uses this store, delete the file"
+    )]
+    BadPinFile { path: PathBuf, reason: String },
+    #[error(
+        "not removing {reference}: {needed_by}. Wait until that is no longer so (change the department's \
+         image, let the task finish or cancel it), or pass --force to remove the name anyway (what is \
+         pinned stays in the store until nothing pins it)"
+    )]
+    Pinned { reference: String, needed_by: String },
 }
 
 /// Image names: what technicians type, so kept to a safe, path-free alphabet.

@@ -324,6 +324,10 @@ pub async fn failed(
             message: &msg,
             data: Some(data),
         })?;
+        crate::store::task_ended(&st, t.id);
+        if let Some(chunk) = &b.chunk {
+            crate::store::chunk_reported(&st, &t, chunk);
+        }
         Ok(Json(st.db.task(t.id)?.expect("exists")))
     })
     .await

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi::document))
         .route("/images", get(chunks::images_list))
         .route("/images/{reference}", get(chunks::image_resolve))
+        .route("/images/{reference}/remove", post(crate::store::image_remove))
         .route("/chunks", post(chunks::chunks_stream))
         .route("/machines", get(machines::machines_list).post(machines::machine_add))
         .route("/machines/{id}", get(machines::machine_show).patch(machines::machine_edit))

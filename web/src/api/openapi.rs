@@ -39,6 +39,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/openapi.json", tag: "meta", summary: "This document", access: Public, body: &[], query: &[], errors: &[] },
     Route { method: "get", path: "/images", tag: "images", summary: "Image names and versions in the store", access: Public, body: &[], query: &[], errors: &[] },
     Route { method: "get", path: "/images/{reference}", tag: "images", summary: "Resolve name, name@version or digest prefix to a manifest digest", access: Public, body: &[], query: &[], errors: &[400, 404] },
+    Route { method: "post", path: "/images/{reference}/remove", tag: "images", summary: "Remove an image name (name@version: one version; name: all); refused (409, naming them) while a department names it or an active task deploys it, unless force. Journaled", access: ADMIN,
+        body: &[("force", "boolean", false, "remove the name anyway; what is pinned stays in the store until nothing pins it"), REASON], query: &[], errors: &[400, 404, 409] },
     Route { method: "post", path: "/chunks", tag: "images", summary: "Many chunks in one response: frames of digest (32 bytes), length (u32 BE), stored zstd bytes", access: Public,
         body: &[("digests", "array", true, "1 to 1024 sha256 hex digests")], query: &[], errors: &[400, 404] },
     Route { method: "get", path: "/machines", tag: "machines", summary: "Machines (inventory and discovered), filtered and paged", access: RO, body: &[],

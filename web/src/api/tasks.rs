@@ -98,6 +98,7 @@ pub(crate) fn cancel(st: &AppState, caller: &Caller, id: i64, reason: Option<&st
     if !st.db.finish_task(id, TaskState::Cancelled, &msg, None)? {
         return Err(AppError::Conflict(format!("task #{id} is already {}", t.state.as_str())));
     }
+    crate::store::task_ended(st, id);
     st.event(&NewEvent {
         actor: caller.login(),
         kind: "task.cancel",

@@ -394,3 +394,14 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+impl Db {
+    /// Every queued or running task (no limit: the store's pins are rebuilt from it).
+    pub fn active_tasks(&self) -> Result<Vec<Task>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE state IN ('queued', 'running') ORDER BY id"))?;
+        let rows = stmt.query_map([], task_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
