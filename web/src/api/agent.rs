@@ -118,6 +118,9 @@ pub async fn hello(
             })?),
             None => None,
         };
+        if let Some(t) = &task {
+            crate::lifecycle::refuse_late(&st, t.id, "hello", serde_json::to_value(&hw).unwrap_or_default())?;
+        }
         st.db.record_hello(&hw, Some(&peer.ip().to_string()))?;
         let snap = st.profiles.snapshot();
         let inv = snap.inventory.get(&mac).cloned();
@@ -220,6 +223,9 @@ pub async fn progress(
     }
     blocking(move || {
         let go_on = st.db.task_progress(t.id, &p)?;
+        if !go_on {
+            crate::lifecycle::refuse_late(&st, t.id, "progress report", serde_json::to_value(&p).unwrap_or_default())?;
+        }
         if let Some(t) = st.db.task(t.id)? {
             let _ = st.live.send(Live::Progress(Box::new(t)));
         }
@@ -251,10 +257,12 @@ pub async fn done(
     AgentTask(t): AgentTask,
     Json(b): Json<DoneBody>,
 ) -> Result<Json<Task>, AppError> {
-    if !t.state.is_active() {
-        return Err(AppError::Conflict(format!("task #{} is already {}", t.id, t.state.as_str())));
-    }
     blocking(move || {
+        let sent = serde_json::json!({ "verified": b.verified, "image_digest": b.image_digest, "disk": b.disk, "message": b.message });
+        crate::lifecycle::refuse_late(&st, t.id, "success report", sent)?;
+        if !t.state.is_active() {
+            return Err(AppError::Conflict(format!("task #{} is already {}", t.id, t.state.as_str())));
+        }
         let refusal = if !b.verified {
             Some("the agent reported the image written but not verified".to_string())
         } else if t.kind != TaskKind::Capture && t.image_digest.as_deref() != Some(b.image_digest.as_str()) {
@@ -282,7 +290,12 @@ pub async fn done(
             b.disk.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
             b.bytes_fetched.map(|n| format!(", {n} bytes fetched")).unwrap_or_default()
         );
-        st.db.finish_task(t.id, TaskState::Done, &summary, installed)?;
+        if !st.db.finish_task(t.id, TaskState::Done, &summary, installed)? {
+            // Ended meanwhile: cancelled by a technician, or failed by the silence sweep.
+            crate::lifecycle::refuse_late(&st, t.id, "success report", serde_json::json!({ "image_digest": b.image_digest }))?;
+            let now = st.db.task(t.id)?.map(|t| t.state.as_str()).unwrap_or("gone");
+            return Err(AppError::Conflict(format!("task #{} is already {now}", t.id)));
+        }
         let msg = format!("task #{} ({}) on {host} done: {summary}", t.id, t.kind.as_str());
         let data = serde_json::json!({ "image_digest": b.image_digest, "bytes_fetched": b.bytes_fetched, "disk": b.disk, "message": b.message });
         st.event(&NewEvent { actor: AGENT, kind: "task.done", mac: Some(&t.mac), task_id: Some(t.id), message: &msg, data: Some(data) })?;
@@ -311,6 +324,12 @@ pub async fn failed(
     blocking(move || {
         let reason: String = b.reason.chars().take(2000).collect();
         if !st.db.finish_task(t.id, TaskState::Failed, &reason, None)? {
+            crate::lifecycle::refuse_late(
+                &st,
+                t.id,
+                "failure report",
+                serde_json::json!({ "reason": reason, "chunk": b.chunk }),
+            )?;
             return Err(AppError::Conflict(format!("task #{} is already {}", t.id, t.state.as_str())));
         }
         let host = t.hostname.clone().unwrap_or_else(|| t.mac.clone());

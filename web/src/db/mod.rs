@@ -18,7 +18,11 @@ pub use tasks::{BatchSummary, NewTask, Progress, Task, TaskKind, TaskQuery, Task
 pub use users::{Role, User};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_console.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_console.sql"),
+    include_str!("migrations/0003_lost_agents.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
