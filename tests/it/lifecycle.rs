@@ -117,3 +117,86 @@ fn a_silent_agent_fails_its_task_and_late_reports_are_refused() {
     let (_, t) = a.admin.get(&format!("/api/v1/tasks/{new_id}"));
     assert_eq!(t["state"], "queued", "{t}");
 }
+
+/// After a failed or cancelled deployment the disk is unbootable or half written: the machine
+/// network-boots the agent in `failed` mode (no token) and its hello says which task ended how,
+/// until a new task succeeds. A task cancelled before any agent started never touched the disk.
+#[test]
+fn a_machine_whose_deployment_failed_or_was_cancelled_boots_the_agent_never_its_disk() {
+    let a = appliance_with(&format!("127.0.0.1:{}", free_port()), &[]);
+    install_netboot(&a);
+    let anon = Api::new(&a.srv.url, None);
+    let hello = |mac: &str| {
+        let (s, h) = anon.post("/api/v1/agent/hello", json!({ "mac": mac, "model": "HP EliteDesk 800 G6" }));
+        assert_eq!(s, 200, "{h}");
+        assert_eq!((&h["task"], &h["pending_task"]), (&Value::Null, &json!(false)), "{h}");
+        h
+    };
+    let failed_mode = |mac: &str| {
+        let script = boot_script(&a.srv.url, mac);
+        assert!(script.contains("parc.mode=failed") && !script.contains("parc.token"), "{mac}: {script}");
+        assert!(!script.contains("local disk"), "{script}");
+    };
+
+    // A deployment the agent reports failed.
+    let mac = "52:54:00:d1:00:01";
+    let (id, agent) = running_task(&a, mac);
+    let reason = "disk /dev/nvme0n1: write error at offset 1048576 (Input/output error)";
+    assert_eq!(agent.post("/api/v1/agent/failed", json!({ "reason": reason })).0, 200);
+    failed_mode(mac);
+    failed_mode(mac); // idempotent: firmware asks more than once
+    let h = hello(mac);
+    let last = &h["last_task"];
+    assert_eq!(
+        (last["id"].as_i64(), last["kind"].as_str(), last["state"].as_str()),
+        (Some(id), Some("install"), Some("failed")),
+        "{h}"
+    );
+    assert_eq!(last["reason"], reason);
+    assert!(last["finished_at"].as_i64().unwrap() > 0, "{h}");
+    let e = events(&a, &format!("machine={mac}&kind=agent.hello"));
+    assert_eq!(e[0]["task_id"].as_i64(), Some(id), "{e:?}");
+    assert!(
+        e[0]["message"].as_str().unwrap().contains(&format!("last task #{id} (install) failed: {reason}")),
+        "{e:?}"
+    );
+
+    // A new task boots the agent with its token; its success restores the local disk.
+    let (s, r) = a.admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({}));
+    assert_eq!(s, 200, "{r}");
+    let script = boot_script(&a.srv.url, mac);
+    assert!(script.contains("parc.mode=task"), "{script}");
+    let agent = Api::new(&a.srv.url, Some(&token_of(&script)));
+    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (s, d) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
+    assert_eq!(s, 200, "{d}");
+    let script = boot_script(&a.srv.url, mac);
+    assert!(script.contains("booting the local disk"), "{script}");
+    assert_eq!(hello(mac)["last_task"], Value::Null);
+    // A capture only reads the disk: its failure does not make the disk unbootable.
+    let (s, r) = a.admin.post(&format!("/api/v1/machines/{mac}/capture"), json!({ "image": "poste-ref" }));
+    assert_eq!(s, 200, "{r}");
+    let agent = Api::new(&a.srv.url, Some(&token_of(&boot_script(&a.srv.url, mac))));
+    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    assert_eq!(agent.post("/api/v1/agent/failed", json!({ "reason": "no space left in the store" })).0, 200);
+    assert!(boot_script(&a.srv.url, mac).contains("booting the local disk"));
+
+    // A deployment cancelled by a technician while its agent was writing.
+    let mac = "52:54:00:d1:00:02";
+    let (id, _agent) = running_task(&a, mac);
+    let (s, t) = a.admin.post(&format!("/api/v1/tasks/{id}/cancel"), json!({ "reason": "wrong department" }));
+    assert_eq!(s, 200, "{t}");
+    failed_mode(mac);
+    let last = hello(mac)["last_task"].clone();
+    assert_eq!((last["id"].as_i64(), last["state"].as_str()), (Some(id), Some("cancelled")), "{last}");
+    assert!(last["reason"].as_str().unwrap().contains("cancelled by admin: wrong department"), "{last}");
+
+    // Cancelled while still queued: no agent ever ran, the disk is as it was.
+    let mac = "52:54:00:d1:00:03";
+    let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "install": true }));
+    assert_eq!(s, 201, "{r}");
+    let id = r["task"]["id"].as_i64().unwrap();
+    assert_eq!(a.admin.post(&format!("/api/v1/tasks/{id}/cancel"), json!({})).0, 200);
+    assert!(boot_script(&a.srv.url, mac).contains("booting the local disk"));
+    assert_eq!(hello(mac)["last_task"], Value::Null);
+}

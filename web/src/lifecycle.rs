@@ -1,8 +1,14 @@
-//! Tasks whose agent fell silent. A machine unplugged or switched off in the middle of a
-//! deployment never reports again; its task would stay `running` forever and block every new
-//! task for the machine. `parc serve` sweeps running tasks periodically: one whose agent has
-//! not reported for the configured silence fails, saying since when, and the machine is free.
-//! The decision is a pure function of the running tasks and the time; `sweep_lost` applies it.
+//! What the server decides about a task's life by itself.
+//!
+//! Silent agents: a machine unplugged or switched off in the middle of a deployment never
+//! reports again; its task would stay `running` forever and block every new task for the
+//! machine. `parc serve` sweeps running tasks periodically: one whose agent has not reported
+//! for the configured silence fails, saying since when, and the machine is free. The decision
+//! is a pure function of the running tasks and the time; `sweep_lost` applies it.
+//!
+//! Failed deployments: a machine whose last deployment failed or was cancelled after its
+//! agent started has an unbootable or half-written disk; `last_deploy_failed` tells the boot
+//! script and the agent's hello so (`parc.mode=failed`, `last_task`).
 
 use std::time::Duration;
 
@@ -110,6 +116,13 @@ pub(crate) fn refuse_late(st: &AppState, task_id: i64, what: &str, sent: serde_j
         utc(lost_at),
         t.message.as_deref().unwrap_or("agent silent")
     )))
+}
+
+/// The machine's last deployment when it failed or was cancelled after its agent started
+/// (none succeeded since): its disk is unbootable or half written, so the boot script sends
+/// the machine to the agent, which shows this task, never to its disk. Blocking.
+pub fn last_deploy_failed(st: &AppState, mac: &str) -> Result<Option<Task>, AppError> {
+    Ok(st.db.last_disk_outcome(mac)?.filter(|t| matches!(t.state, TaskState::Failed | TaskState::Cancelled)))
 }
 
 /// `2026-11-28 21:54:07 UTC`.

@@ -94,6 +94,19 @@ pub struct HelloReply {
     pub task: Option<AgentWork>,
     /// The machine has a task, but this agent booted without (or with an old) token: reboot.
     pub pending_task: bool,
+    /// The machine's last deployment failed or was cancelled after it started, so its disk
+    /// is not bootable: the agent shows why and waits for a new task. `null` otherwise.
+    pub last_task: Option<LastTask>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastTask {
+    pub id: i64,
+    pub kind: TaskKind,
+    /// `failed` or `cancelled`.
+    pub state: TaskState,
+    pub reason: String,
+    pub finished_at: i64,
 }
 
 pub async fn hello(
@@ -147,25 +160,46 @@ pub async fn hello(
                 data: None,
             })?;
             reply_task = Some(work(&st, &t));
-        } else {
+        }
+        let pending_task = reply_task.is_none() && st.db.active_task(&hw.mac)?.is_some();
+        let mut last_task = None;
+        if reply_task.is_none() {
             let model = hw.model.as_deref().unwrap_or("unknown model");
-            let msg = format!("{} registered: {model}, serial {}", hw.mac, hw.serial.as_deref().unwrap_or("unknown"));
+            let mut msg =
+                format!("{} registered: {model}, serial {}", hw.mac, hw.serial.as_deref().unwrap_or("unknown"));
+            let failed = if pending_task { None } else { crate::lifecycle::last_deploy_failed(&st, &hw.mac)? };
+            if let Some(t) = failed {
+                let reason = t.message.clone().unwrap_or_else(|| format!("task {}", t.state.as_str()));
+                msg.push_str(&format!(
+                    "; its last task #{} ({}) {}: {reason}; its disk is not booted until a new task succeeds",
+                    t.id,
+                    t.kind.as_str(),
+                    t.state.as_str()
+                ));
+                last_task = Some(LastTask {
+                    id: t.id,
+                    kind: t.kind,
+                    state: t.state,
+                    reason,
+                    finished_at: t.finished_at.unwrap_or(t.created_at),
+                });
+            }
             st.event(&NewEvent {
                 actor: AGENT,
                 kind: "agent.hello",
                 mac: Some(&hw.mac),
-                task_id: None,
+                task_id: last_task.as_ref().map(|t| t.id),
                 message: &msg,
                 data: None,
             })?;
         }
-        let pending_task = reply_task.is_none() && st.db.active_task(&hw.mac)?.is_some();
         Ok(Json(HelloReply {
             known: inv.is_some(),
             hostname,
             department: inv.map(|m| m.department),
             task: reply_task,
             pending_task,
+            last_task,
         }))
     })
     .await

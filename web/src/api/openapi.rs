@@ -81,7 +81,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "post", path: "/users", tag: "access", summary: "Create a user; a password is generated and returned once unless given", access: ADMIN,
         body: &[("login", "string", true, ""), ("name", "string", true, "git author name"), ("email", "string", false, "git author email"),
                 ("role", "string", true, "admin, technician or readonly"), ("password", "string", false, "at least 12 characters")], query: &[], errors: &[400, 409] },
-    Route { method: "post", path: "/agent/hello", tag: "agent", summary: "An agent reports its machine (MAC, SMBIOS serial/UUID/model, disks, memory); with its task token it receives its task; 409 for the token of a task failed because its agent was silent", access: Public,
+    Route { method: "post", path: "/agent/hello", tag: "agent", summary: "An agent reports its machine (MAC, SMBIOS serial/UUID/model, disks, memory); with its task token it receives its task; without one, a machine whose last deployment failed or was cancelled receives last_task (id, kind, state, reason, finished_at); 409 for the token of a task failed because its agent was silent", access: Public,
         body: &[("mac", "string", true, ""), ("serial", "string", false, ""), ("uuid", "string", false, ""), ("model", "string", false, ""), ("memory_bytes", "integer", false, ""),
                 ("disks", "array", false, "name, size_bytes, bus, removable, serial, wwn, model")], query: &[], errors: &[400, 401, 409] },
     Route { method: "get", path: "/agent/task", tag: "agent", summary: "The agent's task", access: Agent, body: &[], query: &[], errors: &[409] },
