@@ -140,6 +140,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         state.wake.target = target;
     }
     state.wake.interface = a.pxe_interface.clone();
+    parc_web::failpoint::announce();
+    // Operations a crash interrupted between their inventory commit and their tasks.
+    for line in parc_web::ops::recover(&state)
+        .map_err(|e| anyhow::anyhow!("reconciling interrupted inventory operations: {e}"))?
+    {
+        tracing::warn!("{line}");
+    }
     let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface)).transpose()?;
     limit_malloc_arenas();
     // SQLite, git and store reads run on blocking threads; a few dozen keep the disk busy,

@@ -200,3 +200,108 @@ fn a_machine_whose_deployment_failed_or_was_cancelled_boots_the_agent_never_its_
     assert!(boot_script(&a.srv.url, mac).contains("booting the local disk"));
     assert_eq!(hello(mac)["last_task"], Value::Null);
 }
+
+/// One line of `inventory.csv` at HEAD of the appliance's profiles repository.
+fn inventory_row(a: &crate::api::Appliance, mac: &str) -> String {
+    let inv = sh(&format!("git -C {} show main:inventory.csv", a.data.join("profiles").display()));
+    inv.lines().find(|l| l.starts_with(mac)).unwrap_or_else(|| panic!("{mac} not in inventory.csv:\n{inv}")).to_string()
+}
+
+fn head(a: &crate::api::Appliance) -> String {
+    sh(&format!("git -C {} rev-parse main", a.data.join("profiles").display())).trim().to_string()
+}
+
+/// `parc serve` killed (abort, as by a power cut) at each step of an inventory operation: after
+/// the restart, the inventory at HEAD and the task rows say the same thing. A move and an
+/// install in one batch either both happened (inventory moved, both tasks queued with the
+/// commit, journaled by the technician) or neither did (journaled as dropped).
+#[test]
+fn a_crash_at_any_step_of_an_operation_leaves_inventory_and_tasks_consistent() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut a = appliance_with(&addr, &[]);
+    let points = ["ops.before_commit", "ops.after_commit", "ops.after_apply"];
+    let mac = |i: usize, j: usize| format!("52:54:00:e0:0{i}:0{j}");
+    for i in 0..points.len() {
+        for j in 0..2 {
+            let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac(i, j), "department": "radiologie" }));
+            assert_eq!(s, 201, "{r}");
+        }
+    }
+    for (i, point) in points.iter().enumerate() {
+        let (moved, installed) = (mac(i, 0), mac(i, 1));
+        let before = head(&a);
+        sh(&format!("kill -TERM {}", a.srv.child.id()));
+        assert!(a.srv.child.wait().unwrap().success());
+        a.srv = start_env(&a.data, &addr, &[], &[("PARC_FAILPOINTS", point)]);
+        let body = json!({ "reason": "crash test", "operations": [
+            { "op": "move", "machine": moved, "department": "urgences" },
+            { "op": "install", "machine": installed },
+        ] });
+        // The server dies before answering.
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {}", a.admin.token.as_deref().unwrap())])
+            .args(["--data", &body.to_string(), &format!("{}/api/v1/batch", a.srv.url)])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "{point}: the server answered");
+        let status = a.srv.child.wait().unwrap();
+        assert!(!status.success(), "{point}: parc serve exited with {status}");
+        a.srv = start(&a.data, &addr);
+
+        let row = inventory_row(&a, &moved);
+        let (_, m) = a.admin.get(&format!("/api/v1/machines/{moved}"));
+        let (_, m2) = a.admin.get(&format!("/api/v1/machines/{installed}"));
+        let tasks: Vec<&Value> = m["tasks"].as_array().unwrap().iter().chain(m2["tasks"].as_array().unwrap()).collect();
+        let committed = row.contains(",urgences,");
+        assert_eq!(m["department"], if committed { "urgences" } else { "radiologie" }, "{point}: {m}");
+        if *point == "ops.before_commit" {
+            assert!(!committed && head(&a) == before, "{point}: the commit was made: {row}");
+            assert!(tasks.is_empty(), "{point}: tasks without their inventory change: {tasks:?}");
+            for who in [&moved, &installed] {
+                let dropped = events(&a, &format!("machine={who}&kind=ops.dropped"));
+                assert_eq!(dropped.len(), 1, "{dropped:?}");
+                let msg = dropped[0]["message"].as_str().unwrap();
+                assert!(msg.contains("by admin") && msg.contains(who.as_str()) && msg.contains("do it again"), "{msg}");
+            }
+        } else {
+            assert!(committed, "{point}: {row}");
+            let commit = head(&a);
+            assert_ne!(commit, before);
+            assert_eq!(tasks.len(), 2, "{point}: {tasks:?}");
+            for t in &tasks {
+                assert_eq!(
+                    (t["state"].as_str(), t["commit_id"].as_str()),
+                    (Some("queued"), Some(commit.as_str())),
+                    "{point}: {t}"
+                );
+            }
+            assert_eq!(tasks[0]["kind"], "move");
+            assert_eq!(tasks[1]["kind"], "install");
+            for (who, kind) in [(&moved, "machine.move"), (&installed, "machine.install")] {
+                let e = events(&a, &format!("machine={who}&kind={kind}"));
+                assert_eq!(e.len(), 1, "{point}: {kind} journaled {} times: {e:?}", e.len());
+                assert_eq!(
+                    (e[0]["actor"].as_str(), e[0]["data"]["commit"].as_str()),
+                    (Some("admin"), Some(commit.as_str()))
+                );
+                // A recovery says so in the machine's journal.
+                let recovered = events(&a, &format!("machine={who}&kind=ops.recovered"));
+                assert_eq!(recovered.len(), usize::from(*point == "ops.after_commit"), "{point}: {recovered:?}");
+            }
+        }
+        // Either way the machines take new operations normally.
+        let (s, r) = a.admin.post(&format!("/api/v1/machines/{installed}/reimage"), json!({}));
+        assert_eq!(s, if committed { 409 } else { 200 }, "{point}: {r}");
+    }
+}

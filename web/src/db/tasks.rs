@@ -96,7 +96,7 @@ pub struct Task {
     pub lost_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTask {
     pub kind: Option<TaskKind>,
     pub mac: String,
@@ -127,11 +127,12 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-const COLUMNS: &str = "id, kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch, \
+pub(super) const COLUMNS: &str =
+    "id, kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch, \
      commit_id, created_by, created_at, started_at, updated_at, finished_at, phase, bytes_done, bytes_total, \
      bytes_fetched, rate_bps, message, heard_at, lost_at";
 
-fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+pub(super) fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let kind: String = r.get(1)?;
     let state: String = r.get(3)?;
     let bad = |what: &str, v: &str| {
@@ -177,33 +178,37 @@ pub struct TaskQuery {
     pub limit: i64,
 }
 
+/// Inserts `t` as queued on `conn` (a connection or a transaction); returns its id.
+pub(super) fn insert_task(conn: &rusqlite::Connection, t: &NewTask, now: i64) -> rusqlite::Result<i64> {
+    let kind = t.kind.expect("task kind set");
+    conn.execute(
+        "INSERT INTO tasks (kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch,
+                            commit_id, created_by, created_at, phase)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'waiting for the machine to boot')",
+        params![
+            kind.as_str(),
+            t.mac,
+            t.department,
+            t.image_ref,
+            t.image_digest,
+            t.hostname,
+            t.replaces,
+            t.reason,
+            t.batch,
+            t.commit_id,
+            t.created_by,
+            now
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
 impl Db {
     /// Queues a task. A machine with a queued or running task gets `Conflict` naming it.
     pub fn create_task(&self, t: &NewTask) -> Result<Task, DbError> {
-        let kind = t.kind.expect("task kind set");
         let conn = self.conn();
-        let res = conn.execute(
-            "INSERT INTO tasks (kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch,
-                                commit_id, created_by, created_at, phase)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'waiting for the machine to boot')",
-            params![
-                kind.as_str(),
-                t.mac,
-                t.department,
-                t.image_ref,
-                t.image_digest,
-                t.hostname,
-                t.replaces,
-                t.reason,
-                t.batch,
-                t.commit_id,
-                t.created_by,
-                now_ms()
-            ],
-        );
-        match res {
-            Ok(_) => {
-                let id = conn.last_insert_rowid();
+        match insert_task(&conn, t, now_ms()) {
+            Ok(id) => {
                 drop(conn);
                 Ok(self.task(id)?.expect("just inserted"))
             }
