@@ -263,15 +263,17 @@ async fn watch_profiles(state: parc_web::AppState, pull_every: std::time::Durati
 }
 
 /// Fails running tasks whose agent fell silent (`parc_web::lifecycle`): at start, then
-/// periodically.
+/// periodically; silence is counted from this start at the earliest.
 async fn sweep_lost_agents(state: parc_web::AppState, silence: std::time::Duration, stop: CancellationToken) {
     let every = parc_web::lifecycle::sweep_interval(silence);
+    let serving_since = parc_web::db::now_ms();
     tracing::info!(silence_secs = silence.as_secs(), every_secs = every.as_secs(), "watching for silent agents");
     loop {
         let st = state.clone();
-        let res =
-            tokio::task::spawn_blocking(move || parc_web::lifecycle::sweep_lost(&st, parc_web::db::now_ms(), silence))
-                .await;
+        let res = tokio::task::spawn_blocking(move || {
+            parc_web::lifecycle::sweep_lost(&st, parc_web::db::now_ms(), silence, serving_since)
+        })
+        .await;
         match res {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "sweeping for silent agents failed; trying again later"),

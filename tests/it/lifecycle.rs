@@ -56,10 +56,19 @@ fn events(a: &Appliance, query: &str) -> Vec<Value> {
 /// the machine takes a new task; the silent agent's late reports are refused and journaled.
 #[test]
 fn a_silent_agent_fails_its_task_and_late_reports_are_refused() {
-    let a = appliance_with(&format!("127.0.0.1:{}", free_port()), &["--agent-silence", "2"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut a = appliance_with(&addr, &["--agent-silence", "2"]);
     install_netboot(&a);
     let mac = "52:54:00:d0:00:01";
     let (id, agent) = running_task(&a, mac);
+    // The appliance down for longer than the silence: its downtime is not the agent's.
+    sh(&format!("kill -KILL {}", a.srv.child.id()));
+    a.srv.child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    a.srv = start_with(&a.data, &addr, &["--agent-silence", "2"]);
+    let (s, p) = agent
+        .post("/api/v1/agent/progress", json!({ "phase": "write", "bytes_done": 2 << 20, "bytes_total": 6 << 20 }));
+    assert_eq!((s, p["continue"].clone()), (200, json!(true)), "the task was failed for the server's downtime: {p}");
     // An agent that keeps reporting is never lost.
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(800));
@@ -190,6 +199,8 @@ fn a_machine_whose_deployment_failed_or_was_cancelled_boots_the_agent_never_its_
     let last = hello(mac)["last_task"].clone();
     assert_eq!((last["id"].as_i64(), last["state"].as_str()), (Some(id), Some("cancelled")), "{last}");
     assert!(last["reason"].as_str().unwrap().contains("cancelled by admin: wrong department"), "{last}");
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert_eq!(m["status"], "failed", "a disk cancelled mid-write is not installed: {m}");
 
     // Cancelled while still queued: no agent ever ran, the disk is as it was.
     let mac = "52:54:00:d1:00:03";

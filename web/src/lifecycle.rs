@@ -31,16 +31,22 @@ pub struct Lost {
 }
 
 /// Which of `tasks` have been silent longer than `silence` at `now` (unix ms). Tasks not
-/// running (queued: the machine has not booted yet; ended) are never lost.
-pub fn silent_tasks(tasks: &[Task], now: i64, silence: Duration) -> Vec<Lost> {
+/// running (queued: the machine has not booted yet; ended) are never lost. Silence is counted
+/// from `serving_since` at the earliest (when this server started): agents retry while the
+/// appliance is down, so its own downtime is not theirs.
+pub fn silent_tasks(tasks: &[Task], now: i64, silence: Duration, serving_since: i64) -> Vec<Lost> {
     let limit = i64::try_from(silence.as_millis()).unwrap_or(i64::MAX);
     tasks
         .iter()
         .filter(|t| t.state == TaskState::Running)
         .filter_map(|t| {
             let heard = t.last_heard();
-            let quiet = now.saturating_sub(heard);
-            (quiet >= limit).then(|| Lost { task_id: t.id, heard_at: heard, reason: silent_reason(heard, quiet) })
+            let quiet = now.saturating_sub(heard.max(serving_since));
+            (quiet >= limit).then(|| Lost {
+                task_id: t.id,
+                heard_at: heard,
+                reason: silent_reason(heard, now.saturating_sub(heard)),
+            })
         })
         .collect()
 }
@@ -61,11 +67,11 @@ pub fn sweep_interval(silence: Duration) -> Duration {
 
 /// Fails the tasks `silent_tasks` picks, journals each (`task.lost`, by the system) and tells
 /// live views. Returns the tasks failed. Blocking.
-pub fn sweep_lost(st: &AppState, now: i64, silence: Duration) -> Result<Vec<Task>, AppError> {
+pub fn sweep_lost(st: &AppState, now: i64, silence: Duration, serving_since: i64) -> Result<Vec<Task>, AppError> {
     let running =
         st.db.tasks(&crate::db::TaskQuery { state: Some(TaskState::Running), limit: 10_000, ..Default::default() })?;
     let mut failed = Vec::new();
-    for lost in silent_tasks(&running, now, silence) {
+    for lost in silent_tasks(&running, now, silence, serving_since) {
         // A report that arrived since the listing keeps the task alive.
         if !st.db.fail_lost_task(lost.task_id, lost.heard_at, &lost.reason, now)? {
             continue;
@@ -192,7 +198,7 @@ mod tests {
             ("older schema: last update counts", task(6, TaskState::Running, None, Some(T0)), T0 + 11 * MIN, true),
         ];
         for (name, t, now, lost) in cases {
-            let got = silent_tasks(std::slice::from_ref(&t), now, silence);
+            let got = silent_tasks(std::slice::from_ref(&t), now, silence, 0);
             assert_eq!(got.len() == 1, lost, "{name}: {got:?}");
             if lost {
                 assert_eq!(got[0].heard_at, T0, "{name}");
@@ -201,11 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn the_appliance_downtime_is_not_the_agents_silence() {
+        let t = task(8, TaskState::Running, Some(T0), None);
+        let restarted = T0 + 60 * MIN;
+        assert!(silent_tasks(std::slice::from_ref(&t), restarted, DEFAULT_SILENCE, restarted).is_empty());
+        assert!(silent_tasks(std::slice::from_ref(&t), restarted + 10 * MIN - 1, DEFAULT_SILENCE, restarted).is_empty());
+        let lost = silent_tasks(std::slice::from_ref(&t), restarted + 10 * MIN, DEFAULT_SILENCE, restarted);
+        assert!(lost[0].reason.contains("since 2026-01-01 00:00:00 UTC (no report for 1 h 10 min)"), "{lost:?}");
+    }
+
+    #[test]
     fn the_reason_says_since_when_and_what_to_do() {
         let lost = silent_tasks(
             &[task(7, TaskState::Running, Some(T0 + 5_000), None)],
             T0 + 5_000 + 12 * MIN,
             DEFAULT_SILENCE,
+            0,
         );
         assert_eq!(
             lost[0].reason,
