@@ -51,6 +51,9 @@ pub struct BootState {
     pub task_token: Option<String>,
     /// The machine is in the inventory and has nothing to do: it boots its disk.
     pub known_and_idle: bool,
+    /// The machine's last deployment failed or was cancelled after its agent started (and none
+    /// succeeded since): its disk is unbootable or half written, never to be booted.
+    pub last_deploy_failed: bool,
 }
 
 /// The decision.
@@ -66,10 +69,12 @@ pub fn decide(state: &BootState) -> Decision {
     if !state.agent_available {
         return Decision::LocalDisk { reason: "the agent is not installed on this appliance" };
     }
-    match (&state.task_token, state.known_and_idle) {
-        (Some(t), _) => Decision::Agent { mode: "task", token: Some(t.clone()) },
-        (None, true) => Decision::LocalDisk { reason: "no pending task" },
-        (None, false) => Decision::Agent { mode: "register", token: None },
+    match (&state.task_token, state.last_deploy_failed, state.known_and_idle) {
+        (Some(t), _, _) => Decision::Agent { mode: "task", token: Some(t.clone()) },
+        // The agent shows why on screen and waits for a technician's new task.
+        (None, true, _) => Decision::Agent { mode: "failed", token: None },
+        (None, false, true) => Decision::LocalDisk { reason: "no pending task" },
+        (None, false, false) => Decision::Agent { mode: "register", token: None },
     }
 }
 
@@ -79,8 +84,12 @@ pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
     match decision {
         Decision::Agent { mode, token } => {
             let token = token.as_ref().map(|t| format!(" parc.token={t}")).unwrap_or_default();
+            let why = match *mode {
+                "failed" => ": its last deployment did not finish, so its disk is not booted",
+                _ => "",
+            };
             format!(
-                "#!ipxe\necho parc: booting the agent ({mode}) for {mac}\n\
+                "#!ipxe\necho parc: booting the agent ({mode}) for {mac}{why}\n\
                  kernel {base}/netboot/vmlinuz initrd=initrd parc.server={base} parc.mac={mac} parc.mode={mode}{token} \
                  console=tty0 console=ttyS0,115200 quiet\n\
                  initrd --name initrd {base}/netboot/initrd\nboot\n"
@@ -112,11 +121,17 @@ mod tests {
             agent_available: agent,
             task_token: token.map(Into::into),
             known_and_idle: known,
+            last_deploy_failed: false,
         }
+    }
+
+    fn failed(s: BootState) -> BootState {
+        BootState { last_deploy_failed: true, ..s }
     }
 
     #[test]
     fn decisions() {
+        let failed_mode = Decision::Agent { mode: "failed", token: None };
         let cases = [
             (
                 "no agent built",
@@ -126,6 +141,18 @@ mod tests {
             ("pending task", state(true, Some("t1"), true), Decision::Agent { mode: "task", token: Some("t1".into()) }),
             ("known and idle", state(true, None, true), Decision::LocalDisk { reason: "no pending task" }),
             ("unknown machine registers", state(true, None, false), Decision::Agent { mode: "register", token: None }),
+            ("known, last deployment failed or cancelled", failed(state(true, None, true)), failed_mode.clone()),
+            ("retired or unknown, last deployment failed", failed(state(true, None, false)), failed_mode),
+            (
+                "a new task after a failure",
+                failed(state(true, Some("t2"), true)),
+                Decision::Agent { mode: "task", token: Some("t2".into()) },
+            ),
+            (
+                "failed, but no agent to boot",
+                failed(state(false, None, true)),
+                Decision::LocalDisk { reason: "the agent is not installed on this appliance" },
+            ),
         ];
         for (name, s, want) in cases {
             assert_eq!(decide(&s), want, "{name}");
@@ -145,6 +172,10 @@ mod tests {
         assert!(local.contains("sanboot --no-describe --drive 0x80"));
         // UEFI firmware goes on to the disk only when the network boot option fails.
         assert!(local.contains("iseq ${platform} efi && exit 1 ||"), "{local}");
+        let f = failed(state(true, None, true));
+        let script = render(&f, mac, &decide(&f));
+        assert!(script.contains(" parc.mode=failed console=") && !script.contains("parc.token"), "{script}");
+        assert!(script.contains("its disk is not booted"), "{script}");
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `par
 # remote = "/srv/git/parc-profiles.git"
 # branch = "main"
 # pull_interval_secs = 60
+
+[tasks]
+# A running task whose agent has not reported for this many seconds fails ("agent silent
+# since …"), which frees the machine for a new task. Agents report every few seconds.
+# agent_silence_secs = 600
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +52,14 @@ pub struct FileConfig {
     pub pxe: PxeSection,
     #[serde(default)]
     pub profiles: ProfilesSection,
+    #[serde(default)]
+    pub tasks: TasksSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksSection {
+    pub agent_silence_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +121,7 @@ mod tests {
     #[test]
     fn defaults_parse_to_nothing_set() {
         let c = parse(DEFAULT_TOML).unwrap();
-        assert!(c.http.listen.is_none() && c.pxe.interface.is_none());
+        assert!(c.http.listen.is_none() && c.pxe.interface.is_none() && c.tasks.agent_silence_secs.is_none());
     }
 
     #[test]
@@ -119,5 +132,6 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("multicast"), "{e}");
         let e = format!("{:#}", parse("[pxe]\ninterfce = \"eth0\"\n").unwrap_err());
         assert!(e.contains("interfce"), "{e}");
+        assert_eq!(parse("[tasks]\nagent_silence_secs = 120\n").unwrap().tasks.agent_silence_secs, Some(120));
     }
 }

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// [default 255.255.255.255:9].
     #[arg(long)]
     wol_target: Option<SocketAddr>,
+    /// A running task whose agent has not reported for this many seconds fails, freeing the
+    /// machine [tasks.agent_silence_secs; default 600].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    agent_silence: Option<u64>,
     /// TFTP port (69; tests use others).
     #[arg(long, default_value_t = 69, hide = true)]
     tftp_port: u16,
@@ -67,6 +71,7 @@ struct Settings {
     wol_target: Option<SocketAddr>,
     remote: Option<parc_web::profiles::Remote>,
     pull_every: std::time::Duration,
+    agent_silence: std::time::Duration,
 }
 
 fn settings(a: ServeArgs, file: FileConfig) -> Settings {
@@ -85,6 +90,11 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
             branch: file.profiles.branch.unwrap_or_else(|| "main".into()),
         }),
         pull_every: std::time::Duration::from_secs(file.profiles.pull_interval_secs.unwrap_or(60).max(5)),
+        agent_silence: a
+            .agent_silence
+            .or(file.tasks.agent_silence_secs)
+            .map(|s| std::time::Duration::from_secs(s.max(1)))
+            .unwrap_or(parc_web::lifecycle::DEFAULT_SILENCE),
     }
 }
 
@@ -130,6 +140,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         state.wake.target = target;
     }
     state.wake.interface = a.pxe_interface.clone();
+    parc_web::failpoint::announce();
+    // Operations a crash interrupted between their inventory commit and their tasks.
+    for line in parc_web::ops::recover(&state)
+        .map_err(|e| anyhow::anyhow!("reconciling interrupted inventory operations: {e}"))?
+    {
+        tracing::warn!("{line}");
+    }
     let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface)).transpose()?;
     limit_malloc_arenas();
     // SQLite, git and store reads run on blocking threads; a few dozen keep the disk busy,
@@ -163,6 +180,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             println!("  (shown once; create a token: parc login --server http://{addr} --user admin)");
         }
         tokio::spawn(watch_profiles(state.clone(), a.pull_every, shutdown.clone()));
+        tokio::spawn(sweep_lost_agents(state.clone(), a.agent_silence, shutdown.clone()));
         let http_stop = shutdown.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -245,6 +263,30 @@ async fn watch_profiles(state: parc_web::AppState, pull_every: std::time::Durati
                 tracing::error!(error = %e, "profiles: reading the repository failed; serving the last good version")
             }
             Err(e) => tracing::error!(error = %e, "profiles watcher"),
+        }
+    }
+}
+
+/// Fails running tasks whose agent fell silent (`parc_web::lifecycle`): at start, then
+/// periodically; silence is counted from this start at the earliest.
+async fn sweep_lost_agents(state: parc_web::AppState, silence: std::time::Duration, stop: CancellationToken) {
+    let every = parc_web::lifecycle::sweep_interval(silence);
+    let serving_since = parc_web::db::now_ms();
+    tracing::info!(silence_secs = silence.as_secs(), every_secs = every.as_secs(), "watching for silent agents");
+    loop {
+        let st = state.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            parc_web::lifecycle::sweep_lost(&st, parc_web::db::now_ms(), silence, serving_since)
+        })
+        .await;
+        match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "sweeping for silent agents failed; trying again later"),
+            Err(e) => tracing::error!(error = %e, "silent agents sweep"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -6,6 +6,7 @@ mod console;
 mod e2e;
 mod imaging;
 mod lab;
+mod lifecycle;
 mod pxe;
 mod serve;
 mod store;

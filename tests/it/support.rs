@@ -264,9 +264,15 @@ pub fn start(data: &Path, addr: &str) -> Server {
 }
 
 pub fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Server {
+    start_env(data, addr, extra, &[])
+}
+
+/// `start_with` and environment variables for the server (`PARC_FAILPOINTS`).
+pub fn start_env(data: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = parc()
         .args(["serve", "--data", data.to_str().unwrap(), "--http", addr])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

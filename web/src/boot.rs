@@ -33,7 +33,7 @@ pub async fn boot_script(
     };
     let mac: Mac = mac.parse().map_err(|e: ipxe::BadMac| AppError::BadRequest(e.to_string()))?;
     let netboot = st.netboot_dir.clone();
-    let (agent_available, task_token, known_and_idle) = crate::blocking(move || {
+    let (agent_available, task_token, known_and_idle, last_deploy_failed) = crate::blocking(move || {
         let agent_available = NETBOOT_FILES.iter().all(|f| netboot.join(f).is_file());
         let key = mac.to_string();
         let known =
@@ -48,10 +48,17 @@ pub async fn boot_script(
             }
             _ => None,
         };
-        Ok((agent_available, token, known.is_some()))
+        let failed = crate::lifecycle::last_deploy_failed(&st, &key)?.is_some();
+        Ok((agent_available, token, known.is_some(), failed))
     })
     .await?;
-    let state = BootState { http_base: format!("http://{host}"), agent_available, task_token, known_and_idle };
+    let state = BootState {
+        http_base: format!("http://{host}"),
+        agent_available,
+        task_token,
+        known_and_idle,
+        last_deploy_failed,
+    };
     let decision = ipxe::decide(&state);
     tracing::info!(mac = %mac, decision = ?decision, "boot script");
     Ok(script(ipxe::render(&state, mac, &decision)))

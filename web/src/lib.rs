@@ -11,6 +11,8 @@ mod chunks;
 mod console;
 pub mod db;
 mod error;
+pub mod failpoint;
+pub mod lifecycle;
 pub mod ops;
 pub mod profiles;
 pub mod range;

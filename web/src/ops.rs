@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::auth::Caller;
-use crate::db::{NewEvent, NewTask, Task, TaskKind, TaskState};
+use crate::db::{Intent, NewEvent, NewTask, Step, Task, TaskKind};
 use crate::{AppError, AppState};
 use parc_imager::store::ChunkSource as _;
 
@@ -609,9 +609,13 @@ fn execute(
     let _serial = st.ops_lock.lock().unwrap_or_else(|p| p.into_inner());
     let login = caller.login().to_string();
     let batch = (ops.len() > 1).then(|| format!("b{}", crate::db::now_ms()));
+    let intent_id = format!("{}-{}", crate::db::now_ms(), &crate::auth::new_secret("")[..12]);
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut plans: Vec<Option<Plan>> = Vec::new();
-    let (_, commit) = st.profiles.edit_inventory(&caller.author(), |repo, snap, inv| {
+    // The tasks and journal entries are written down before the commit, so that a crash after
+    // it finds them (`recover`); the commit message names them.
+    let mut staged: Option<Intent> = None;
+    let edited = st.profiles.edit_inventory(&caller.author(), |repo, snap, inv| {
         outcomes.clear();
         plans.clear();
         let ctx = Ctx { st, repo, snap, login: &login, batch: batch.as_deref(), reason };
@@ -632,59 +636,54 @@ fn execute(
         if lines.is_empty() || dry_run {
             return Ok(((), None));
         }
-        Ok(((), Some(commit_message(&lines, caller, reason, batch.as_deref()))))
-    })?;
+        let intent = intent(&intent_id, &login, &snap.commit, ops, &plans, batch.as_deref(), reason);
+        st.db.stage_intent(&intent)?;
+        let message = format!("{}{}\n", commit_message(&lines, caller, reason, batch.as_deref()), intent.trailer());
+        staged = Some(intent);
+        crate::failpoint::hit("ops.before_commit");
+        Ok(((), Some(message)))
+    });
+    let commit = match edited {
+        Ok((_, commit)) => commit,
+        Err(e) => {
+            if staged.is_some() {
+                st.db.discard_intent(&intent_id)?;
+            }
+            return Err(e);
+        }
+    };
     if dry_run {
         let succeeded = outcomes.iter().filter(|o| o.ok).count();
         return Ok(RunReport { commit: None, batch, succeeded, failed: outcomes.len() - succeeded, results: outcomes });
     }
-    // The inventory is committed: now queue tasks and journal, in request order.
-    for (i, plan) in plans.iter().enumerate() {
-        let Some(plan) = plan else { continue };
-        let mac = plan.mac.to_string();
-        let mut task_id = None;
-        if let Some(gone) = plan.cancel {
-            if let Some(t) = st.db.active_task(&gone.to_string())? {
-                st.db.finish_task(
-                    t.id,
-                    TaskState::Cancelled,
-                    &format!("cancelled by {login}: {}", plan.summary),
-                    None,
-                )?;
+    if staged.is_some() {
+        crate::failpoint::hit("ops.after_commit");
+    }
+    // The inventory is committed: now, in one transaction, void the tasks of machines that
+    // left, queue tasks and journal, in request order.
+    let intent = match staged {
+        Some(i) => i,
+        None => intent(&intent_id, &login, "", ops, &plans, batch.as_deref(), reason),
+    };
+    for applied in st.db.apply_intent(&intent, commit.as_deref())? {
+        let o = &mut outcomes[applied.op];
+        match applied.task {
+            Ok(task) => {
+                if let Some(t) = &task {
+                    crate::store::task_queued(st, t);
+                }
+                o.task = task
+            }
+            Err(why) => {
+                let e = AppError::Conflict(why);
+                *o = Outcome { ok: false, status: e.status().as_u16(), error: Some(e.public_message()), ..o.clone() };
             }
         }
-        if let Some(nt) = &plan.task {
-            let nt = NewTask { commit_id: commit.clone(), ..nt.clone() };
-            match st.db.create_task(&nt) {
-                Ok(t) => {
-                    crate::store::task_queued(st, &t);
-                    task_id = Some(t.id);
-                    outcomes[i].task = Some(t);
-                }
-                Err(e) => {
-                    let e = AppError::from(e);
-                    outcomes[i] = Outcome {
-                        ok: false,
-                        status: e.status().as_u16(),
-                        error: Some(e.public_message()),
-                        ..outcomes[i].clone()
-                    };
-                    continue;
-                }
-            }
-        }
-        if !plan.summary.is_empty() {
-            let data = serde_json::json!({ "commit": commit, "batch": batch, "reason": reason });
-            st.event(&NewEvent {
-                actor: &login,
-                kind: &format!("machine.{}", ops[i].name()),
-                mac: Some(&mac),
-                task_id,
-                message: &plan.summary,
-                data: Some(data),
-            })?;
+        if let Some(e) = applied.event {
+            let _ = st.live.send(crate::Live::Event(e));
         }
     }
+    crate::failpoint::hit("ops.after_apply");
     for (op, o) in ops.iter().zip(&outcomes) {
         if !o.ok {
             st.event(&NewEvent {
@@ -699,6 +698,118 @@ fn execute(
     }
     let succeeded = outcomes.iter().filter(|o| o.ok).count();
     Ok(RunReport { commit, batch, succeeded, failed: outcomes.len() - succeeded, results: outcomes })
+}
+
+/// What the successful operations of a request will write once the inventory is committed.
+fn intent(
+    id: &str,
+    login: &str,
+    base_commit: &str,
+    ops: &[Op],
+    plans: &[Option<Plan>],
+    batch: Option<&str>,
+    reason: Option<&str>,
+) -> Intent {
+    let steps = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+        .map(|(i, p)| Step {
+            op: i,
+            mac: p.mac.to_string(),
+            event_kind: format!("machine.{}", ops[i].name()),
+            summary: p.summary.clone(),
+            data: serde_json::json!({ "batch": batch, "reason": reason }),
+            task: p.task.clone(),
+            cancel: p.cancel.map(|gone| (gone.to_string(), format!("cancelled by {login}: {}", p.summary))),
+        })
+        .collect();
+    Intent {
+        id: id.to_string(),
+        created_by: login.to_string(),
+        created_at: crate::db::now_ms(),
+        base_commit: base_commit.to_string(),
+        steps,
+    }
+}
+
+/// Reconciles the operations a crash interrupted (`parc serve` calls it at start, before
+/// serving): one whose commit is on `main` gets its tasks and journal entries now (journaled
+/// `ops.recovered`); one whose commit was never made changed nothing and is dropped (journaled
+/// `ops.dropped`, so the technician learns to do it again). Returns one line per operation
+/// step, for the log. Blocking.
+pub fn recover(st: &AppState) -> Result<Vec<String>, AppError> {
+    let intents = st.db.intents()?;
+    if intents.is_empty() {
+        return Ok(Vec::new());
+    }
+    let _serial = st.ops_lock.lock().unwrap_or_else(|p| p.into_inner());
+    // An interrupted commit is among the newest: nothing else commits before this runs.
+    let log = st.profiles.with_repo(|r| r.log_path("inventory.csv", 200)).map_err(crate::profiles::repo_error)?;
+    let mut said = Vec::new();
+    for intent in intents {
+        let since = crate::lifecycle::utc(intent.created_at);
+        let by = intent.created_by.clone();
+        let mut journal = |kind: &str, step: &Step, task_id: Option<i64>, message: String| -> Result<(), AppError> {
+            st.event(&NewEvent {
+                actor: crate::lifecycle::SYSTEM,
+                kind,
+                mac: Some(&step.mac),
+                task_id,
+                message: &message,
+                data: Some(serde_json::json!({ "intent": intent.id, "by": by })),
+            })?;
+            said.push(message);
+            Ok(())
+        };
+        match log.iter().find(|c| intent.is_committed_as(&c.message)) {
+            Some(c) => {
+                let short = crate::profiles::short(&c.id).to_string();
+                let applied = st.db.apply_intent(&intent, Some(&c.id))?;
+                for (step, a) in intent.steps.iter().zip(applied) {
+                    if let Some(e) = a.event {
+                        let _ = st.live.send(crate::Live::Event(e));
+                    }
+                    let what = if step.summary.is_empty() { step.event_kind.clone() } else { step.summary.clone() };
+                    match a.task {
+                        Ok(task) => journal(
+                            "ops.recovered",
+                            step,
+                            task.as_ref().map(|t| t.id),
+                            format!(
+                                "{what} (by {by} at {since}): committed as {short} before the appliance stopped; {} after the restart",
+                                match &task {
+                                    Some(t) => format!("task #{} queued", t.id),
+                                    None => "journaled".to_string(),
+                                }
+                            ),
+                        )?,
+                        Err(why) => journal(
+                            &format!("{}.refused", step.event_kind),
+                            step,
+                            None,
+                            format!("{what} (by {by} at {since}): committed as {short}, but its task could not be queued after the restart: {why}"),
+                        )?,
+                    }
+                }
+            }
+            None => {
+                st.db.discard_intent(&intent.id)?;
+                for step in intent.steps.iter().filter(|s| !s.summary.is_empty()) {
+                    journal(
+                        "ops.dropped",
+                        step,
+                        None,
+                        format!(
+                            "{} (by {by} at {since}) was interrupted before its inventory commit when the appliance stopped; nothing was changed: do it again",
+                            step.summary
+                        ),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(said)
 }
 
 fn outcome(op: &Op, r: &Result<Plan, AppError>) -> Outcome {

@@ -151,7 +151,7 @@ pub fn run(opts: &AgentOptions, screen: &dyn Screen) -> Result<Outcome, AgentErr
     if let Err(e) = &result {
         if let AgentError::Cancelled(id) = e {
             screen.show(&format!(
-                "CANCELLED: the appliance cancelled task #{id}; the disk was left unbootable. Waiting for a technician."
+                "CANCELLED: the appliance cancelled or ended task #{id}; the disk was left unbootable. Waiting for a technician."
             ));
         } else {
             let reason = e.to_string();
@@ -310,6 +310,8 @@ fn reporter(api: &AgentApi, meter: &Meter, stop: &AtomicBool, cancelled: &Atomic
         };
         match api.progress(&p) {
             Ok(false) => cancelled.store(true, Ordering::Relaxed),
+            // The task ended on the appliance (failed as silent, superseded): stop writing.
+            Err(ApiError::Refused { status: 401 | 409, .. }) => cancelled.store(true, Ordering::Relaxed),
             Ok(true) => {}
             Err(e) => tracing::warn!(error = %e, "progress report failed"),
         }

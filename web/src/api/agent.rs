@@ -94,6 +94,19 @@ pub struct HelloReply {
     pub task: Option<AgentWork>,
     /// The machine has a task, but this agent booted without (or with an old) token: reboot.
     pub pending_task: bool,
+    /// The machine's last deployment failed or was cancelled after it started, so its disk
+    /// is not bootable: the agent shows why and waits for a new task. `null` otherwise.
+    pub last_task: Option<LastTask>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastTask {
+    pub id: i64,
+    pub kind: TaskKind,
+    /// `failed` or `cancelled`.
+    pub state: TaskState,
+    pub reason: String,
+    pub finished_at: i64,
 }
 
 pub async fn hello(
@@ -118,6 +131,9 @@ pub async fn hello(
             })?),
             None => None,
         };
+        if let Some(t) = &task {
+            crate::lifecycle::refuse_late(&st, t.id, "hello", serde_json::to_value(&hw).unwrap_or_default())?;
+        }
         st.db.record_hello(&hw, Some(&peer.ip().to_string()))?;
         let snap = st.profiles.snapshot();
         let inv = snap.inventory.get(&mac).cloned();
@@ -144,25 +160,46 @@ pub async fn hello(
                 data: None,
             })?;
             reply_task = Some(work(&st, &t));
-        } else {
+        }
+        let pending_task = reply_task.is_none() && st.db.active_task(&hw.mac)?.is_some();
+        let mut last_task = None;
+        if reply_task.is_none() {
             let model = hw.model.as_deref().unwrap_or("unknown model");
-            let msg = format!("{} registered: {model}, serial {}", hw.mac, hw.serial.as_deref().unwrap_or("unknown"));
+            let mut msg =
+                format!("{} registered: {model}, serial {}", hw.mac, hw.serial.as_deref().unwrap_or("unknown"));
+            let failed = if pending_task { None } else { crate::lifecycle::last_deploy_failed(&st, &hw.mac)? };
+            if let Some(t) = failed {
+                let reason = t.message.clone().unwrap_or_else(|| format!("task {}", t.state.as_str()));
+                msg.push_str(&format!(
+                    "; its last task #{} ({}) {}: {reason}; its disk is not booted until a new task succeeds",
+                    t.id,
+                    t.kind.as_str(),
+                    t.state.as_str()
+                ));
+                last_task = Some(LastTask {
+                    id: t.id,
+                    kind: t.kind,
+                    state: t.state,
+                    reason,
+                    finished_at: t.finished_at.unwrap_or(t.created_at),
+                });
+            }
             st.event(&NewEvent {
                 actor: AGENT,
                 kind: "agent.hello",
                 mac: Some(&hw.mac),
-                task_id: None,
+                task_id: last_task.as_ref().map(|t| t.id),
                 message: &msg,
                 data: None,
             })?;
         }
-        let pending_task = reply_task.is_none() && st.db.active_task(&hw.mac)?.is_some();
         Ok(Json(HelloReply {
             known: inv.is_some(),
             hostname,
             department: inv.map(|m| m.department),
             task: reply_task,
             pending_task,
+            last_task,
         }))
     })
     .await
@@ -220,6 +257,9 @@ pub async fn progress(
     }
     blocking(move || {
         let go_on = st.db.task_progress(t.id, &p)?;
+        if !go_on {
+            crate::lifecycle::refuse_late(&st, t.id, "progress report", serde_json::to_value(&p).unwrap_or_default())?;
+        }
         if let Some(t) = st.db.task(t.id)? {
             let _ = st.live.send(Live::Progress(Box::new(t)));
         }
@@ -251,10 +291,12 @@ pub async fn done(
     AgentTask(t): AgentTask,
     Json(b): Json<DoneBody>,
 ) -> Result<Json<Task>, AppError> {
-    if !t.state.is_active() {
-        return Err(AppError::Conflict(format!("task #{} is already {}", t.id, t.state.as_str())));
-    }
     blocking(move || {
+        let sent = serde_json::json!({ "verified": b.verified, "image_digest": b.image_digest, "disk": b.disk, "message": b.message });
+        crate::lifecycle::refuse_late(&st, t.id, "success report", sent)?;
+        if !t.state.is_active() {
+            return Err(AppError::Conflict(format!("task #{} is already {}", t.id, t.state.as_str())));
+        }
         let refusal = if !b.verified {
             Some("the agent reported the image written but not verified".to_string())
         } else if t.kind != TaskKind::Capture && t.image_digest.as_deref() != Some(b.image_digest.as_str()) {
@@ -282,7 +324,12 @@ pub async fn done(
             b.disk.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
             b.bytes_fetched.map(|n| format!(", {n} bytes fetched")).unwrap_or_default()
         );
-        st.db.finish_task(t.id, TaskState::Done, &summary, installed)?;
+        if !st.db.finish_task(t.id, TaskState::Done, &summary, installed)? {
+            // Ended meanwhile: cancelled by a technician, or failed by the silence sweep.
+            crate::lifecycle::refuse_late(&st, t.id, "success report", serde_json::json!({ "image_digest": b.image_digest }))?;
+            let now = st.db.task(t.id)?.map(|t| t.state.as_str()).unwrap_or("gone");
+            return Err(AppError::Conflict(format!("task #{} is already {now}", t.id)));
+        }
         let msg = format!("task #{} ({}) on {host} done: {summary}", t.id, t.kind.as_str());
         let data = serde_json::json!({ "image_digest": b.image_digest, "bytes_fetched": b.bytes_fetched, "disk": b.disk, "message": b.message });
         st.event(&NewEvent { actor: AGENT, kind: "task.done", mac: Some(&t.mac), task_id: Some(t.id), message: &msg, data: Some(data) })?;
@@ -311,6 +358,12 @@ pub async fn failed(
     blocking(move || {
         let reason: String = b.reason.chars().take(2000).collect();
         if !st.db.finish_task(t.id, TaskState::Failed, &reason, None)? {
+            crate::lifecycle::refuse_late(
+                &st,
+                t.id,
+                "failure report",
+                serde_json::json!({ "reason": reason, "chunk": b.chunk }),
+            )?;
             return Err(AppError::Conflict(format!("task #{} is already {}", t.id, t.state.as_str())));
         }
         let host = t.hostname.clone().unwrap_or_else(|| t.mac.clone());

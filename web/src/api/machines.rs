@@ -48,6 +48,10 @@ pub fn status(inv: Option<&Machine>, hw: Option<&MachineState>, last: Option<&Ta
         Some(t) if t.state == TaskState::Running && t.kind == TaskKind::Capture => return "capturing",
         Some(t) if t.state == TaskState::Running => return "installing",
         Some(t) if t.state == TaskState::Failed => return "failed",
+        // Cancelled while its agent was writing: the disk is unbootable, whatever it held before.
+        Some(t) if t.state == TaskState::Cancelled && t.started_at.is_some() && t.kind != TaskKind::Capture => {
+            return "failed"
+        }
         _ => {}
     }
     if inv.is_none() {

@@ -3,6 +3,7 @@
 //! open. One connection behind a mutex: every statement is a few microseconds, and callers run
 //! on blocking threads.
 
+mod intents;
 mod sessions;
 mod tasks;
 mod users;
@@ -13,12 +14,18 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+pub use intents::{Applied, Intent, Step, TRAILER as INTENT_TRAILER};
 pub use sessions::SessionRow;
 pub use tasks::{BatchSummary, NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
 pub use users::{Role, User};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_console.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_console.sql"),
+    include_str!("migrations/0003_lost_agents.sql"),
+    include_str!("migrations/0004_intents.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,23 +81,7 @@ impl Db {
     // ---- the audit journal ----
 
     pub fn event(&self, e: &NewEvent<'_>) -> Result<Event, DbError> {
-        let at = now_ms();
-        let data = e.data.as_ref().map(|d| d.to_string());
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO events (at, actor, kind, mac, task_id, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![at, e.actor, e.kind, e.mac, e.task_id, e.message, data],
-        )?;
-        Ok(Event {
-            id: conn.last_insert_rowid(),
-            at,
-            actor: e.actor.to_string(),
-            kind: e.kind.to_string(),
-            mac: e.mac.map(str::to_string),
-            task_id: e.task_id,
-            message: e.message.to_string(),
-            data: e.data.clone(),
-        })
+        Ok(insert_event(&self.conn(), e, now_ms())?)
     }
 
     pub fn events(&self, q: &EventQuery) -> Result<Vec<Event>, DbError> {
@@ -173,6 +164,25 @@ impl Db {
         self.conn().execute("UPDATE machines SET first_boot_at = ?2 WHERE mac = ?1", params![mac, now_ms()])?;
         Ok(())
     }
+}
+
+/// Journals `e` at `at` on `conn` (a connection or a transaction).
+fn insert_event(conn: &Connection, e: &NewEvent<'_>, at: i64) -> rusqlite::Result<Event> {
+    let data = e.data.as_ref().map(|d| d.to_string());
+    conn.execute(
+        "INSERT INTO events (at, actor, kind, mac, task_id, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![at, e.actor, e.kind, e.mac, e.task_id, e.message, data],
+    )?;
+    Ok(Event {
+        id: conn.last_insert_rowid(),
+        at,
+        actor: e.actor.to_string(),
+        kind: e.kind.to_string(),
+        mac: e.mac.map(str::to_string),
+        task_id: e.task_id,
+        message: e.message.to_string(),
+        data: e.data.clone(),
+    })
 }
 
 fn machine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MachineState> {

@@ -58,6 +58,13 @@ impl TaskState {
     }
 }
 
+impl Task {
+    /// When its agent last reported (a task migrated from an older schema: its last update).
+    pub fn last_heard(&self) -> i64 {
+        self.heard_at.or(self.updated_at).or(self.started_at).unwrap_or(self.created_at)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
     pub id: i64,
@@ -83,9 +90,13 @@ pub struct Task {
     pub bytes_fetched: u64,
     pub rate_bps: u64,
     pub message: Option<String>,
+    /// The last report of the task's agent (hello with its token, progress).
+    pub heard_at: Option<i64>,
+    /// When the appliance failed the task because its agent fell silent.
+    pub lost_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTask {
     pub kind: Option<TaskKind>,
     pub mac: String,
@@ -116,11 +127,12 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-const COLUMNS: &str = "id, kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch, \
+pub(super) const COLUMNS: &str =
+    "id, kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch, \
      commit_id, created_by, created_at, started_at, updated_at, finished_at, phase, bytes_done, bytes_total, \
-     bytes_fetched, rate_bps, message";
+     bytes_fetched, rate_bps, message, heard_at, lost_at";
 
-fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+pub(super) fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let kind: String = r.get(1)?;
     let state: String = r.get(3)?;
     let bad = |what: &str, v: &str| {
@@ -151,6 +163,8 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         bytes_fetched: n(20)?,
         rate_bps: n(21)?,
         message: r.get(22)?,
+        heard_at: r.get(23)?,
+        lost_at: r.get(24)?,
     })
 }
 
@@ -164,33 +178,37 @@ pub struct TaskQuery {
     pub limit: i64,
 }
 
+/// Inserts `t` as queued on `conn` (a connection or a transaction); returns its id.
+pub(super) fn insert_task(conn: &rusqlite::Connection, t: &NewTask, now: i64) -> rusqlite::Result<i64> {
+    let kind = t.kind.expect("task kind set");
+    conn.execute(
+        "INSERT INTO tasks (kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch,
+                            commit_id, created_by, created_at, phase)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'waiting for the machine to boot')",
+        params![
+            kind.as_str(),
+            t.mac,
+            t.department,
+            t.image_ref,
+            t.image_digest,
+            t.hostname,
+            t.replaces,
+            t.reason,
+            t.batch,
+            t.commit_id,
+            t.created_by,
+            now
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
 impl Db {
     /// Queues a task. A machine with a queued or running task gets `Conflict` naming it.
     pub fn create_task(&self, t: &NewTask) -> Result<Task, DbError> {
-        let kind = t.kind.expect("task kind set");
         let conn = self.conn();
-        let res = conn.execute(
-            "INSERT INTO tasks (kind, mac, state, department, image_ref, image_digest, hostname, replaces, reason, batch,
-                                commit_id, created_by, created_at, phase)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'waiting for the machine to boot')",
-            params![
-                kind.as_str(),
-                t.mac,
-                t.department,
-                t.image_ref,
-                t.image_digest,
-                t.hostname,
-                t.replaces,
-                t.reason,
-                t.batch,
-                t.commit_id,
-                t.created_by,
-                now_ms()
-            ],
-        );
-        match res {
-            Ok(_) => {
-                let id = conn.last_insert_rowid();
+        match insert_task(&conn, t, now_ms()) {
+            Ok(id) => {
                 drop(conn);
                 Ok(self.task(id)?.expect("just inserted"))
             }
@@ -265,7 +283,7 @@ impl Db {
         let now = now_ms();
         self.conn().execute(
             "UPDATE tasks SET state = 'running', started_at = COALESCE(started_at, ?2), updated_at = ?2,
-                 phase = 'agent started', hostname = COALESCE(?3, hostname)
+                 heard_at = ?2, phase = 'agent started', hostname = COALESCE(?3, hostname)
              WHERE id = ?1 AND state IN ('queued', 'running')",
             params![id, now, hostname],
         )?;
@@ -276,7 +294,8 @@ impl Db {
     pub fn task_progress(&self, id: i64, p: &Progress) -> Result<bool, DbError> {
         let n = self.conn().execute(
             "UPDATE tasks SET phase = ?2, bytes_done = ?3, bytes_total = ?4, bytes_fetched = ?5, rate_bps = ?6,
-                 message = ?7, updated_at = ?8, state = 'running', started_at = COALESCE(started_at, ?8)
+                 message = ?7, updated_at = ?8, heard_at = ?8, state = 'running',
+                 started_at = COALESCE(started_at, ?8)
              WHERE id = ?1 AND state IN ('queued', 'running')",
             params![
                 id,
@@ -322,6 +341,37 @@ impl Db {
         }
         tx.commit()?;
         Ok(n == 1)
+    }
+}
+
+impl Db {
+    /// Fails a running task whose agent fell silent, unless the agent was heard from after
+    /// `heard_at` (a report that arrived since the decision wins). Returns whether it did.
+    pub fn fail_lost_task(&self, id: i64, heard_at: i64, message: &str, now: i64) -> Result<bool, DbError> {
+        let n = self.conn().execute(
+            "UPDATE tasks SET state = 'failed', message = ?3, finished_at = ?4, updated_at = ?4, lost_at = ?4
+             WHERE id = ?1 AND state = 'running' AND COALESCE(heard_at, updated_at, started_at, created_at) = ?2",
+            params![id, heard_at, message, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The last task that decided what the machine's disk holds: a deployment that succeeded,
+    /// failed, or was cancelled after its agent started (a task cancelled while still queued
+    /// never touched the disk). Captures only read the disk and do not count.
+    pub fn last_disk_outcome(&self, mac: &str) -> Result<Option<Task>, DbError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE mac = ?1 AND kind != 'capture'
+                       AND (state IN ('done', 'failed') OR (state = 'cancelled' AND started_at IS NOT NULL))
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [mac],
+                task_row,
+            )
+            .optional()?)
     }
 }
 
