@@ -201,7 +201,10 @@ impl Appliance {
     /// Network-boots `vm` and pulls its power plug (SIGKILL to QEMU) the moment `cut` says so.
     fn power_cut(&self, vm: &Vm, phase: &str, mut cut: impl FnMut(&str) -> bool) -> ClientRun {
         let run = run_client(&self.lab, vm, phase, &[BANNER, TASK, WRITTEN], AGENT_TIMEOUT, |log| {
-            assert!(!log.contains("FAILED") && !log.contains("rebooting"), "{phase}: the agent ended before the cut:\n{log}");
+            assert!(
+                !log.contains("FAILED") && !log.contains("rebooting"),
+                "{phase}: the agent ended before the cut:\n{log}"
+            );
             cut(log)
         });
         say(&format!("{phase}: power cut {:.1} s after power-on", run.elapsed.as_secs_f64()));
@@ -332,8 +335,8 @@ fn assert_unbootable(disk: &Path, when: &str) {
 
 /// Compressed bytes of the image's distinct chunks, as stored: what one full deploy fetches.
 fn unique_compressed(data: &Path, digest: &str) -> u64 {
-    let m: Value = serde_json::from_slice(&std::fs::read(data.join(format!("store/manifests/{digest}.json"))).unwrap())
-        .unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(data.join(format!("store/manifests/{digest}.json"))).unwrap()).unwrap();
     let mut seen = std::collections::HashSet::new();
     let regions = std::iter::once(&m["boot_area"])
         .chain(m["partitions"].as_array().unwrap())
@@ -590,7 +593,10 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
             if t["phase"] == "writing" && total > 0 && done * 4 > total {
                 let url = format!("http://{SERVER_IP}:8080/api/v1/tasks/{}/cancel", t["id"]);
                 let body = r#"{"reason":"wrong department"}"#;
-                lab_curl(&a.lab, &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "-d", body, &url]);
+                lab_curl(
+                    &a.lab,
+                    &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "-d", body, &url],
+                );
                 cancelled_at = Some(Instant::now());
             }
         }
@@ -603,8 +609,10 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
     assert_eq!(a.last_task(mac4)["state"], "cancelled");
     say(&format!("cancel during writing: the agent stopped and said so {:.1} s later", stopped_in.as_secs_f64()));
 
-    // A chunk corrupted on the appliance's disk.
+    // A chunk corrupted on the appliance's disk, deployed to a new disk in that PC (the
+    // cancelled deploy left most chunks in place on the old one).
     let chunk = corrupt_root_chunk(&a.data.join("store"), IMAGE);
+    std::fs::File::create(pc4.disk.as_ref().unwrap()).unwrap().set_len(20 << 30).unwrap();
     a.cli(&["machine", "reimage", mac4, "-m", "after the cancel"]);
     let run = a.agent_run(&pc4, "corrupt", |_| {});
     assert!(run.run.log.contains("FAILED") && run.run.log.contains(&chunk), "serial log:\n{}", run.run.log);

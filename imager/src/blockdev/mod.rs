@@ -26,7 +26,7 @@ nix::ioctl_none!(blkflsbuf, 0x12, 97);
 #[derive(Debug, Default)]
 pub struct Faults {
     pub read: std::sync::Mutex<Vec<Range<u64>>>,
-    pub write: Vec<Range<u64>>,
+    pub write: std::sync::Mutex<Vec<Range<u64>>>,
 }
 
 impl Faults {
@@ -41,7 +41,7 @@ impl Faults {
         Faults::hit(&self.read.lock().unwrap_or_else(|p| p.into_inner()), offset, len)
     }
     fn check_write(&self, offset: u64, len: usize) -> io::Result<()> {
-        Faults::hit(&self.write, offset, len)?;
+        Faults::hit(&self.write.lock().unwrap_or_else(|p| p.into_inner()), offset, len)?;
         let end = offset + len as u64;
         self.read.lock().unwrap_or_else(|p| p.into_inner()).retain(|r| !(r.start < end && offset < r.end));
         Ok(())

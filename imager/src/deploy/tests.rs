@@ -233,7 +233,7 @@ fn unreadable_places_are_rewritten_and_write_errors_name_the_offset() {
     let p = target(&f, "w", &vec![0xAA; SIZE as usize]);
     let mut disk = Disk::open_write(&p, SIZE).unwrap();
     let at = f.manifest.partitions[1].chunks[1].offset();
-    disk.faults.write = vec![at..at + 4096];
+    disk.faults.write = vec![at..at + 4096].into();
     let err = run(&f, &f.store, &p, &disk, verify_opts()).unwrap_err();
     assert!(matches!(&err, Error::Write { offset, .. } if *offset == at), "{err}");
     let msg = err.to_string();
@@ -293,4 +293,25 @@ fn the_body_is_verified_from_the_device_not_from_the_page_cache() {
     assert_eq!(Digest::of(&read_pieces(&disk, &c.at).unwrap()), c.sha256, "the buffered read still sees the cache");
     let err = d.verify_body().unwrap_err();
     assert!(matches!(err, Error::VerifyFailed { first_offset, .. } if first_offset == c.offset()), "{err}");
+}
+
+/// A power cut during the boot-area write, as a write that never reaches sector 0: the rest of
+/// the boot area is on the disk, flushed, but without its first sector nothing boots it.
+#[test]
+fn the_first_sector_is_written_last() {
+    let f = fixture(7);
+    let p = target(&f, "t", &vec![0xAA; SIZE as usize]);
+    let disk = Disk::open_write(&p, SIZE).unwrap();
+    let mut d = Deployment::new(request(&f, &f.store, &p, &disk), verify_opts()).unwrap();
+    d.write_and_verify_body().unwrap();
+    *disk.faults.write.lock().unwrap() = vec![0..512];
+    let err = d.write_boot_area().unwrap_err();
+    assert!(matches!(err, Error::Write { offset: 0, .. }), "{err}");
+    let after = std::fs::read(&p).unwrap();
+    assert!(after[..512].iter().all(|&b| b == 0), "sector 0 (MBR, boot signature) still zero");
+    assert_eq!(
+        after[512..MIB as usize],
+        f.source[512..MIB as usize],
+        "the rest of the boot area was written before it"
+    );
 }
