@@ -534,9 +534,10 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
     ));
 
     // Power cuts: a PC loses power while chunks are written, then while its profile is being
-    // applied (the appliance is down: the agent waits in the profile step). Each time the disk
-    // cannot boot, the next power-on network-boots into the agent, which resumes with what is
-    // already on the disk; the third power-on completes and boots into the installed system.
+    // applied (the appliance is down: the agent waits in the profile step), then while it
+    // writes the boot area. Each time the disk cannot boot, the next power-on network-boots
+    // into the agent, which resumes with what is already on the disk; the fourth power-on
+    // completes and boots into the installed system.
     let mac5 = "52:54:00:e2:00:05";
     a.cli(&["machine", "add", mac5, "--department", "pharmacie", "--install"]);
     let pc5 = a.pc("tap5", mac5, Firmware::Bios);
@@ -566,6 +567,28 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
     assert!(!cut.log.contains(PROFILED), "the profile step ended before the cut");
     assert_unbootable(&disk5, "power cut during the profile step");
     a.start_server();
+    // Third power-on: once the body is verified, the disk is slowed to 8 KiB/s (QEMU's write
+    // throttle) so that the profile step and the boot-area write take seconds, and the plug
+    // is pulled while the agent reports it is writing the boot area.
+    let (mut throttled, mut last_poll) = (false, Instant::now());
+    let cut = a.power_cut(&pc5, "cut-boot-area", |log| {
+        if !throttled && log.contains(WRITTEN) {
+            let answer = pc5.hmp("block_set_io_throttle d0 0 0 8192 0 0 0");
+            assert!(!answer.contains("rror"), "QEMU refused the throttle: {answer}");
+            throttled = true;
+        }
+        if !throttled || last_poll.elapsed() < Duration::from_millis(500) {
+            return false;
+        }
+        last_poll = Instant::now();
+        a.last_task(mac5)["phase"] == "writing boot area"
+    });
+    let head = std::fs::read(&disk5).map(|d| d[..512].to_vec()).unwrap();
+    assert!(
+        head.iter().all(|&b| b == 0),
+        "power cut during the boot-area write: sector 0 (the MBR) was written before the rest"
+    );
+    assert!(!cut.log.contains("is installed and verified"), "the deploy ended before the cut");
     let done = a.agent_run(&pc5, "after-cuts", |_| {});
     done.assert_succeeded("install after two power cuts");
     let fetched_last = fetched_bytes(&a.last_task(mac5));
@@ -574,8 +597,8 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
     a.check_installed_disk(&disk5, &host5, "pharmacie");
     a.boot_installed(&pc5, "after-cuts-boot", &host5);
     say(&format!(
-        "power cuts while writing and during the profile: resumed with {resumed} MiB in place, then {} KiB fetched \
-         by the last power-on; the disk was unbootable after each cut",
+        "power cuts while writing, during the profile and during the boot-area write: resumed with {resumed} MiB in \
+         place, then {} KiB fetched by the last power-on; no MBR on the disk after each cut",
         fetched_last >> 10
     ));
 

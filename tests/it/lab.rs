@@ -171,6 +171,28 @@ impl Vm {
     pub fn new(tap: &str, mac: &str, fw: Firmware, mem_mib: u32, dir: &Path) -> Vm {
         Vm { tap: tap.into(), mac: mac.into(), fw, mem_mib, cpus: 1, disk: None, dir: dir.to_path_buf() }
     }
+
+    /// QEMU's human monitor of the running VM (a unix socket in its directory).
+    pub fn monitor(&self) -> PathBuf {
+        self.dir.join(format!("{}.monitor", self.tap))
+    }
+
+    /// Sends one monitor command to the running VM and returns what QEMU answered.
+    pub fn hmp(&self, command: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.monitor()).expect("connect to the QEMU monitor");
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        writeln!(s, "{command}").unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 /// What a client's serial console showed, and when.
@@ -213,6 +235,8 @@ pub(crate) fn run_client(
         "-serial".into(),
         format!("file:{}", log.display()),
         "-no-reboot".into(),
+        "-monitor".into(),
+        format!("unix:{},server=on,wait=off", vm.monitor().display()),
         "-netdev".into(),
         format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
     ];
