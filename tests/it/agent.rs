@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::api::{appliance, Api, Appliance};
+use crate::api::{appliance, boot_token, install_netboot, Api, Appliance};
 use crate::support::*;
 
 struct Loop(String);
@@ -24,17 +24,12 @@ fn loop_device(file: &Path, size: u64) -> Loop {
     Loop(sh(&format!("losetup -f --show {}", file.display())).trim().to_string())
 }
 
-fn task_token(a: &Appliance, mac: &str) -> String {
-    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac={mac}'", a.srv.url));
-    script.split("parc.token=").nth(1).expect("a task token").split_whitespace().next().unwrap().to_string()
-}
-
 /// Runs `parc agent` as the initramfs would, with the boot arguments in a file.
 fn agent(a: &Appliance, mac: &str, disk: &str) -> (bool, String) {
     let cmdline = a.dir.path().join(format!("cmdline-{mac}"));
     std::fs::write(
         &cmdline,
-        format!("parc.server={} parc.mac={mac} parc.mode=task parc.token={}\n", a.srv.url, task_token(a, mac)),
+        format!("parc.server={} parc.mac={mac} parc.mode=task parc.token={}\n", a.srv.url, boot_token(&a.srv.url, mac)),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_parc"))
@@ -58,8 +53,7 @@ fn root_file(disk: &str, path: &str) -> String {
 /// with os-release, swap), with agent files in place so boot scripts carry task tokens.
 fn appliance_with_disk_image(seed: u64) -> (Appliance, serde_json::Value) {
     let a = appliance("127.0.0.1:0");
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    install_netboot(&a);
     let disk = build_disk(a.dir.path(), "poste", seed);
     let store = a.data.join("store");
     let c = parc_json(&[

@@ -117,6 +117,34 @@ pub fn capture_into(data: &Path, name: &str, source: &Path) -> Value {
     ])
 }
 
+/// Stand-in agent files, so that boot scripts send machines to the agent with a task token.
+pub fn install_netboot(a: &Appliance) {
+    std::fs::write(a.data.join("netboot/vmlinuz"), b"kernel").unwrap();
+    std::fs::write(a.data.join("netboot/initrd"), b"initrd").unwrap();
+}
+
+/// The boot script the server hands `mac` now.
+pub fn boot_script(url: &str, mac: &str) -> String {
+    sh(&format!("curl -sS '{url}/boot.ipxe?mac={mac}'"))
+}
+
+/// The task token a boot script carries.
+pub fn token_of(script: &str) -> String {
+    script
+        .split("parc.token=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no task token in the boot script:\n{script}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The task token of the boot script the server hands `mac` now.
+pub fn boot_token(url: &str, mac: &str) -> String {
+    token_of(&boot_script(url, mac))
+}
+
 /// `parc` CLI against the appliance with `api`'s token.
 fn cli(a: &Appliance, api: &Api, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_parc"))
@@ -349,21 +377,13 @@ fn bulk_operations_from_csv_report_per_machine_in_one_commit() {
 fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     let addr = format!("127.0.0.1:{}", free_port());
     let a = appliance(&addr);
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"kernel").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"initrd").unwrap();
+    install_netboot(&a);
     let mac = "52:54:00:cc:00:01";
     let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "install": true }));
     assert_eq!(s, 201, "{r}");
     let task_id = r["task"]["id"].as_i64().unwrap();
-    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac={mac}'", a.srv.url));
-    let token = script
-        .split("parc.token=")
-        .nth(1)
-        .expect("a task token in the boot script")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let script = boot_script(&a.srv.url, mac);
+    let token = token_of(&script);
     assert!(script.contains("parc.mode=task"), "{script}");
     let agent = Api::new(&a.srv.url, Some(&token));
     let hw = json!({ "mac": mac, "serial": "CZC1234XYZ", "uuid": "4c4c4544-0042", "model": "HP EliteDesk 800 G6", "memory_bytes": 8u64 << 30,
@@ -402,8 +422,7 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     // Reimage: a new task and a new token; the old token no longer works for it.
     let (s, r) = admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({ "reason": "retry after failure" }));
     assert_eq!(s, 200, "{r}");
-    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac={mac}'", srv.url));
-    let token2 = script.split("parc.token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let token2 = boot_token(&srv.url, mac);
     assert_eq!(agent.get("/api/v1/agent/task").0, 409, "the old token belongs to the finished task");
     let agent = Api::new(&srv.url, Some(&token2));
     let (s, _) = agent.post("/api/v1/agent/hello", hw);
@@ -412,8 +431,7 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     assert_eq!(s, 409, "{e}");
     let (s, _) = admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({}));
     assert_eq!(s, 200);
-    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac={mac}'", srv.url));
-    let token3 = script.split("parc.token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let token3 = boot_token(&srv.url, mac);
     let agent = Api::new(&srv.url, Some(&token3));
     let (s, done) = agent.post(
         "/api/v1/agent/done",
@@ -669,8 +687,7 @@ fn profiles_follow_a_central_repository() {
 #[test]
 fn task_watch_and_the_live_stream_follow_an_agent() {
     let a = appliance("127.0.0.1:0");
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    install_netboot(&a);
     let (s, r) = a
         .admin
         .post("/api/v1/machines", json!({ "mac": "52:54:00:f0:00:01", "department": "urgences", "install": true }));
@@ -697,8 +714,7 @@ fn task_watch_and_the_live_stream_follow_an_agent() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac=52:54:00:f0:00:01'", a.srv.url));
-    let token = script.split("parc.token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let token = boot_token(&a.srv.url, "52:54:00:f0:00:01");
     let agent = Api::new(&a.srv.url, Some(&token));
     assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": "52:54:00:f0:00:01" })).0, 200);
     for i in 1..=3u64 {

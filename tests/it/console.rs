@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance, Api, Appliance};
+use crate::api::{appliance, boot_token, install_netboot, Api, Appliance};
 use crate::support::*;
 
 /// The W3C name of an element reference in WebDriver answers.
@@ -300,8 +300,7 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
         return;
     }
     let a = appliance("127.0.0.1:0");
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"kernel").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"initrd").unwrap();
+    install_netboot(&a);
     add_fleet(&a);
     create_user(&a, "alice", "Alice Martin", "technician", "alice-password-1");
     create_user(&a, "chef", "Chef de service", "readonly", "chef-password-12");
@@ -357,9 +356,7 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
 
     // A simulated agent boots, reports a model with HTML in it, and progresses: the open page
     // follows without being reloaded.
-    let script = sh(&format!("curl -sS '{srv}/boot.ipxe?mac={target}'"));
-    let token =
-        script.split("parc.token=").nth(1).expect("a task token").split_whitespace().next().unwrap().to_string();
+    let token = boot_token(&srv, &target);
     let agent = Api::new(&srv, Some(&token));
     let evil = "<img src=x onerror=alert(1)>EliteDesk";
     let (s, h) = agent.post("/api/v1/agent/hello", json!({ "mac": target, "model": evil, "memory_bytes": 8u64 << 30 }));

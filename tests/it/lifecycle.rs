@@ -6,30 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance_with, Api, Appliance};
+use crate::api::{appliance_with, boot_script, install_netboot, token_of, Api, Appliance};
 use crate::support::*;
-
-/// The agent files, so boot scripts send machines to the agent.
-fn install_netboot(a: &Appliance) {
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"kernel").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"initrd").unwrap();
-}
-
-fn boot_script(url: &str, mac: &str) -> String {
-    sh(&format!("curl -sS '{url}/boot.ipxe?mac={mac}'"))
-}
-
-/// The task token a boot script carries.
-fn token_of(script: &str) -> String {
-    script
-        .split("parc.token=")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no task token in the boot script:\n{script}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
 
 /// Adds `mac` to radiologie with an install; the agent boots, says hello with its token and
 /// reports once. Returns the task id and the agent's client.

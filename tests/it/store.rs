@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance, capture_into, capture_small_image, Api};
+use crate::api::{appliance, boot_token, capture_into, capture_small_image, install_netboot, Api};
 use crate::support::*;
 
 fn s(p: &Path) -> &str {
@@ -21,12 +21,6 @@ fn refused(store: &Path, args: &[&str]) -> String {
     let out = parc().args(&a).output().unwrap();
     assert!(!out.status.success(), "parc {a:?} should have been refused: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The task token of the boot script the server hands `mac` now.
-fn boot_token(srv: &str, mac: &str) -> String {
-    let script = sh(&format!("curl -sS '{srv}/boot.ipxe?mac={mac}'"));
-    script.split("parc.token=").nth(1).expect("a task token").split_whitespace().next().unwrap().to_string()
 }
 
 fn pin_file(store: &Path, task: i64) -> std::path::PathBuf {
@@ -100,8 +94,7 @@ fn rm_refuses_what_departments_name_and_tasks_deploy_and_gc_keeps_what_a_task_fe
 fn a_task_that_ends_without_the_server_noticing_loses_its_pin_by_reconcile() {
     let a = appliance("127.0.0.1:0");
     let store = a.data.join("store");
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    install_netboot(&a);
     let mac = "52:54:00:5e:00:02";
     let (st, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "urgences", "install": true }));
     assert_eq!(st, 201, "{r}");
@@ -169,8 +162,7 @@ fn events(api: &Api, kind: &str) -> Vec<Value> {
 fn a_chunk_an_agent_reports_corrupt_is_rehashed_and_quarantined_then_a_recapture_restores_it() {
     let a = appliance("127.0.0.1:0");
     let store = a.data.join("store");
-    std::fs::write(a.data.join("netboot/vmlinuz"), b"k").unwrap();
-    std::fs::write(a.data.join("netboot/initrd"), b"i").unwrap();
+    install_netboot(&a);
     let mac = "52:54:00:5e:00:03";
     let (st, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "pharmacie", "install": true }));
     assert_eq!(st, 201, "{r}");

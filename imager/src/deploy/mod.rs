@@ -237,10 +237,6 @@ impl<'a> Deployment<'a> {
         Ok(())
     }
 
-    pub fn plan(&self) -> &Plan<'a> {
-        &self.plan
-    }
-
     pub fn finish(mut self) -> DeployReport {
         let c = &self.counters;
         let r = &mut self.report;

@@ -54,7 +54,6 @@ pub struct Plan<'m> {
     pub held_zeros: Vec<Range<u64>>,
     /// The image's GPT moves to the end of a target of another size.
     pub relocate: bool,
-    pub target_size: u64,
 }
 
 impl<'m> Plan<'m> {
@@ -113,16 +112,11 @@ impl<'m> Plan<'m> {
             .collect();
         let body_zeros = intersect(&zeros, &complement(&disarm, 0..target_size));
         let held_zeros = intersect(&zeros, &disarm);
-        Ok(Plan { items, boot_items, disarm, body_zeros, held_zeros, relocate, target_size })
+        Ok(Plan { items, boot_items, disarm, body_zeros, held_zeros, relocate })
     }
 
     pub fn is_boot(&self, i: usize) -> bool {
         i < self.boot_items
-    }
-
-    /// Bytes of every chunk (what a full scan or verification reads).
-    pub fn chunk_bytes(&self) -> u64 {
-        self.items.iter().filter(|i| !i.replaced).map(|i| i.chunk.len()).sum()
     }
 
     pub fn zero_bytes(&self) -> u64 {
@@ -147,6 +141,9 @@ pub fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
     }
     out
 }
+
+/// Zero ranges are read back (scan, verification) in pieces of this size, spread over the workers.
+pub const CHECK_PIECE: u64 = 4 << 20;
 
 /// Cuts ranges into pieces of at most `max` bytes, for work spread over threads.
 pub fn split(ranges: &[Range<u64>], max: u64) -> Vec<Range<u64>> {

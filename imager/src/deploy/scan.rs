@@ -7,16 +7,13 @@ use std::sync::Mutex;
 
 use tracing::warn;
 
-use super::plan::split;
+use super::plan::{split, CHECK_PIECE};
 use super::{overlaps, Deployment, How};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::fs::nonzero::is_zero;
 use crate::fs::normalize;
 use crate::io::{read_pieces, ReadAt};
-
-/// Zero ranges are checked in pieces of this size, spread over the workers.
-const ZERO_PIECE: u64 = 4 << 20;
 
 impl Deployment<'_> {
     /// Phase 1: keep the held chunks that are already right, then zero the disarm ranges.
@@ -47,7 +44,7 @@ impl Deployment<'_> {
         let disk = self.req.disk;
         let items = &self.plan.items;
         let body: Vec<usize> = (0..items.len()).filter(|&i| !items[i].held && !items[i].replaced).collect();
-        let zero_pieces = split(&self.plan.body_zeros, ZERO_PIECE);
+        let zero_pieces = split(&self.plan.body_zeros, CHECK_PIECE);
         let total = body.iter().map(|&i| items[i].chunk.len()).sum::<u64>()
             + zero_pieces.iter().map(|r| r.end - r.start).sum::<u64>();
         self.req.progress.phase("checking target", total);

@@ -3,15 +3,13 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::plan::split;
+use super::plan::{split, CHECK_PIECE};
 use super::Deployment;
 use crate::blockdev::UncachedReader;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::fs::nonzero::is_zero;
 use crate::io::{read_pieces, ReadAt};
-
-const ZERO_PIECE: u64 = 4 << 20;
 
 /// Mismatch count and the first offset at fault.
 struct Tally {
@@ -89,7 +87,7 @@ impl Deployment<'_> {
         tally: &Tally,
     ) -> Result<(), Error> {
         let items = &self.plan.items;
-        let zero_pieces = split(zeros, ZERO_PIECE);
+        let zero_pieces = split(zeros, CHECK_PIECE);
         let total = chunks.iter().map(|&i| items[i].chunk.len()).sum::<u64>()
             + zero_pieces.iter().map(|r| r.end - r.start).sum::<u64>();
         self.req.progress.phase(phase, total);

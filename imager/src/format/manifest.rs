@@ -218,11 +218,6 @@ impl Manifest {
         crate::fs::normalize(out)
     }
 
-    /// Bytes the image defines as zeros.
-    pub fn zero_bytes(&self) -> u64 {
-        self.defined_zeros().iter().map(|r| r.end - r.start).sum()
-    }
-
     /// Bytes of data the image holds (sum of chunk lengths).
     pub fn used_bytes(&self) -> u64 {
         self.all_chunks().map(Chunk::len).sum()
