@@ -173,7 +173,17 @@ impl Repo {
     /// keeps the previous one (`inventory_valid_at_head` false). `problems` lists what is wrong at
     /// HEAD, including inventory rows naming an unknown department (those rows are still loaded).
     pub fn load(&self, previous: Option<&Snapshot>) -> Result<Snapshot, RepoError> {
-        let commit = self.main_tip()?;
+        self.load_commit(self.main_tip()?, previous)
+    }
+
+    /// Parses everything at `commit` (a task's commit: its agent gets the departments as they
+    /// were when the task was queued, not as HEAD says now).
+    pub fn load_at(&self, commit: &str) -> Result<Snapshot, RepoError> {
+        let oid = Oid::from_str(commit).map_err(RepoError::git("parse a commit id"))?;
+        self.load_commit(oid, None)
+    }
+
+    fn load_commit(&self, commit: Oid, previous: Option<&Snapshot>) -> Result<Snapshot, RepoError> {
         let tree = self.commit_tree(commit)?;
         let tree_has = |path: &str, kind: EntryKind| match tree.get_path(Path::new(path)) {
             Ok(entry) => match kind {

@@ -46,39 +46,63 @@ pub struct BootState {
     pub http_base: String,
     /// The agent's kernel and initrd are available (`<data>/netboot/`).
     pub agent_available: bool,
-    /// The machine has a pending task; its token authenticates the agent. `None` for a machine
-    /// with nothing to do: unknown machines are sent to the agent to register themselves.
-    pub task_token: Option<String>,
+    /// The machine has a queued or running task.
+    pub has_task: bool,
     /// The machine is in the inventory and has nothing to do: it boots its disk.
     pub known_and_idle: bool,
     /// The machine's last deployment failed or was cancelled after its agent started (and none
     /// succeeded since): its disk is unbootable or half written, never to be booted.
     pub last_deploy_failed: bool,
+    /// parc saw this machine network-booting from the address asking (see
+    /// `crate::sightings`): only then does the agent get a boot credential.
+    pub seen_booting: bool,
 }
 
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Boot the parc agent with these kernel arguments.
+    /// Boot the parc agent with these kernel arguments; the caller puts the boot credential it
+    /// issued in `token` before rendering.
     Agent { mode: &'static str, token: Option<String> },
     /// Leave network boot: the firmware goes on to the local disk.
     LocalDisk { reason: &'static str },
+    /// The agent would need a credential that parc will not issue now: say why, ask again later.
+    Refused { reason: String },
+}
+
+/// Why a machine not seen booting gets no credential (shown on its screen).
+pub const NOT_SEEN_BOOTING: &str = "this appliance did not see this machine boot from the network at this address \
+(no DHCP/ProxyDHCP exchange or TFTP loader fetch in the last minutes), so it issues no credential; \
+if the site's DHCP sends PCs straight to this URL, a technician can allow it: parc machine netboot-grant";
+
+impl Decision {
+    /// The decision without its secret, for logs.
+    pub fn redacted(self) -> Decision {
+        match self {
+            Decision::Agent { mode, token } => Decision::Agent { mode, token: token.map(|_| "…".into()) },
+            d => d,
+        }
+    }
 }
 
 pub fn decide(state: &BootState) -> Decision {
     if !state.agent_available {
         return Decision::LocalDisk { reason: "the agent is not installed on this appliance" };
     }
-    match (&state.task_token, state.last_deploy_failed, state.known_and_idle) {
-        (Some(t), _, _) => Decision::Agent { mode: "task", token: Some(t.clone()) },
+    let mode = match (state.has_task, state.last_deploy_failed, state.known_and_idle) {
+        (true, _, _) => "task",
         // The agent shows why on screen and waits for a technician's new task.
-        (None, true, _) => Decision::Agent { mode: "failed", token: None },
-        (None, false, true) => Decision::LocalDisk { reason: "no pending task" },
-        (None, false, false) => Decision::Agent { mode: "register", token: None },
+        (false, true, _) => "failed",
+        (false, false, true) => return Decision::LocalDisk { reason: "no pending task" },
+        (false, false, false) => "register",
+    };
+    if !state.seen_booting {
+        return Decision::Refused { reason: NOT_SEEN_BOOTING.into() };
     }
+    Decision::Agent { mode, token: None }
 }
 
-/// Renders the script. Kernel arguments carry the server URL, the MAC and, for a task, its token.
+/// Renders the script. Kernel arguments carry the server URL, the MAC and the boot credential.
 pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
     let base = &state.http_base;
     match decision {
@@ -102,6 +126,11 @@ pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
             "#!ipxe\necho parc: {mac}: {reason}; booting the local disk\n\
              iseq ${{platform}} efi && exit 1 ||\nsanboot --no-describe --drive 0x80 || exit 1\n"
         ),
+        // The disk may be half written: never boot it; ask again in 30 s.
+        Decision::Refused { reason } => format!(
+            "#!ipxe\necho parc: {mac}: {reason}\necho parc: asking again in 30 seconds\nsleep 30\n\
+             chain --replace {base}/boot.ipxe?mac={mac}\n"
+        ),
     }
 }
 
@@ -115,13 +144,14 @@ pub fn render_ask_mac(http_base: &str) -> String {
 mod tests {
     use super::*;
 
-    fn state(agent: bool, token: Option<&str>, known: bool) -> BootState {
+    fn state(agent: bool, task: bool, known: bool) -> BootState {
         BootState {
             http_base: "http://10.77.0.1:8080".into(),
             agent_available: agent,
-            task_token: token.map(Into::into),
+            has_task: task,
             known_and_idle: known,
             last_deploy_failed: false,
+            seen_booting: true,
         }
     }
 
@@ -129,29 +159,33 @@ mod tests {
         BootState { last_deploy_failed: true, ..s }
     }
 
+    fn unseen(s: BootState) -> BootState {
+        BootState { seen_booting: false, ..s }
+    }
+
     #[test]
     fn decisions() {
-        let failed_mode = Decision::Agent { mode: "failed", token: None };
+        let agent = |mode| Decision::Agent { mode, token: None };
+        let refused = Decision::Refused { reason: NOT_SEEN_BOOTING.into() };
+        let no_agent = Decision::LocalDisk { reason: "the agent is not installed on this appliance" };
         let cases = [
+            ("no agent built", state(false, true, false), no_agent.clone()),
+            ("pending task", state(true, true, true), agent("task")),
+            ("known and idle", state(true, false, true), Decision::LocalDisk { reason: "no pending task" }),
+            ("unknown machine registers", state(true, false, false), agent("register")),
+            ("known, last deployment failed or cancelled", failed(state(true, false, true)), agent("failed")),
+            ("retired or unknown, last deployment failed", failed(state(true, false, false)), agent("failed")),
+            ("a new task after a failure", failed(state(true, true, true)), agent("task")),
+            ("failed, but no agent to boot", failed(state(false, false, true)), no_agent),
+            // Naming a MAC is not enough: whoever asks must be the machine parc saw booting.
+            ("a task, asked from elsewhere", unseen(state(true, true, true)), refused.clone()),
+            ("register, asked from elsewhere", unseen(state(true, false, false)), refused.clone()),
+            ("failed, asked from elsewhere", unseen(failed(state(true, false, true))), refused),
+            // No credential is involved in booting the disk.
             (
-                "no agent built",
-                state(false, Some("t"), false),
-                Decision::LocalDisk { reason: "the agent is not installed on this appliance" },
-            ),
-            ("pending task", state(true, Some("t1"), true), Decision::Agent { mode: "task", token: Some("t1".into()) }),
-            ("known and idle", state(true, None, true), Decision::LocalDisk { reason: "no pending task" }),
-            ("unknown machine registers", state(true, None, false), Decision::Agent { mode: "register", token: None }),
-            ("known, last deployment failed or cancelled", failed(state(true, None, true)), failed_mode.clone()),
-            ("retired or unknown, last deployment failed", failed(state(true, None, false)), failed_mode),
-            (
-                "a new task after a failure",
-                failed(state(true, Some("t2"), true)),
-                Decision::Agent { mode: "task", token: Some("t2".into()) },
-            ),
-            (
-                "failed, but no agent to boot",
-                failed(state(false, None, true)),
-                Decision::LocalDisk { reason: "the agent is not installed on this appliance" },
+                "idle, asked from elsewhere",
+                unseen(state(true, false, true)),
+                Decision::LocalDisk { reason: "no pending task" },
             ),
         ];
         for (name, s, want) in cases {
@@ -162,8 +196,8 @@ mod tests {
     #[test]
     fn scripts() {
         let mac: Mac = "52:54:00:AB:cd:01".parse().unwrap();
-        let s = state(true, Some("tok"), false);
-        let script = render(&s, mac, &decide(&s));
+        let s = state(true, true, false);
+        let script = render(&s, mac, &Decision::Agent { mode: "task", token: Some("tok".into()) });
         assert!(script.starts_with("#!ipxe\n"));
         assert!(script.contains("kernel http://10.77.0.1:8080/netboot/vmlinuz initrd=initrd parc.server=http://10.77.0.1:8080 parc.mac=52:54:00:ab:cd:01 parc.mode=task parc.token=tok"));
         assert!(script.contains("initrd --name initrd http://10.77.0.1:8080/netboot/initrd"));
@@ -172,10 +206,17 @@ mod tests {
         assert!(local.contains("sanboot --no-describe --drive 0x80"));
         // UEFI firmware goes on to the disk only when the network boot option fails.
         assert!(local.contains("iseq ${platform} efi && exit 1 ||"), "{local}");
-        let f = failed(state(true, None, true));
+        let f = failed(state(true, false, true));
         let script = render(&f, mac, &decide(&f));
         assert!(script.contains(" parc.mode=failed console=") && !script.contains("parc.token"), "{script}");
         assert!(script.contains("its disk is not booted"), "{script}");
+        let refused = render(&s, mac, &decide(&unseen(s.clone())));
+        assert!(!refused.contains("kernel") && !refused.contains("sanboot"), "{refused}");
+        assert!(
+            refused.contains("netboot-grant")
+                && refused.contains("chain --replace http://10.77.0.1:8080/boot.ipxe?mac=52:54:00:ab:cd:01"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! - [`tftp`]: TFTP as pure code (packets, options, path resolution, one transfer as a state
 //!   machine).
 //! - [`server`]: the only module that owns sockets: the tokio TFTP and DHCP servers.
+//! - [`sightings`]: which MACs and addresses were seen network-booting (the web server's
+//!   evidence before it issues a boot credential).
 
 pub mod boot;
 pub mod dhcp;
 pub mod ipxe;
 pub mod server;
+pub mod sightings;
 pub mod tftp;
 pub mod wol;

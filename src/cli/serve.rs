@@ -6,11 +6,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use parc_pxe::boot::UefiLoader;
 use parc_pxe::server::{PxeConfig, PxeMode};
+use parc_pxe::sightings::Sightings;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{FileConfig, LoaderName, PxeModeName};
@@ -98,7 +100,7 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
     }
 }
 
-fn pxe_config(a: &Settings, iface: &str) -> Result<PxeConfig> {
+fn pxe_config(a: &Settings, iface: &str, sightings: Arc<Sightings>) -> Result<PxeConfig> {
     let mode = match (a.pxe_mode, &a.dhcp_range) {
         (PxeModeName::Proxy, None) => PxeMode::Proxy,
         (PxeModeName::Proxy, Some(_)) => bail!("--dhcp-range is only for --pxe-mode dhcp"),
@@ -126,6 +128,7 @@ fn pxe_config(a: &Settings, iface: &str) -> Result<PxeConfig> {
         lease_file: a.data.join("leases.json"),
         tftp: Default::default(),
         tftp_port: a.tftp_port,
+        sightings,
     })
 }
 
@@ -147,7 +150,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     {
         tracing::warn!("{line}");
     }
-    let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface)).transpose()?;
+    let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface, state.sightings.clone())).transpose()?;
     limit_malloc_arenas();
     // SQLite, git and store reads run on blocking threads; a few dozen keep the disk busy,
     // hundreds would only multiply per-thread memory.

@@ -1,11 +1,14 @@
 //! Network boot over HTTP: the per-machine iPXE script and the agent's kernel and initrd.
 
-use axum::extract::{Path, Query, State};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use parc_pxe::ipxe::{self, BootState, Mac};
+use parc_pxe::ipxe::{self, BootState, Decision, Mac};
 use serde::Deserialize;
 
+use crate::db::{now_ms, CredentialKind, NewEvent};
 use crate::{AppError, AppState};
 
 /// The agent files `parc serve` offers; nothing else under `/netboot/` is served.
@@ -16,9 +19,13 @@ pub struct BootQuery {
     mac: Option<String>,
 }
 
+/// How long a boot credential stays good: the agent's kernel and initrd load, then its hello.
+const BOOT_CREDENTIAL_TTL_MS: i64 = 10 * 60_000;
+
 #[tracing::instrument(skip(st, headers))]
 pub async fn boot_script(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<BootQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -32,36 +39,92 @@ pub async fn boot_script(
         return Ok(script(ipxe::render_ask_mac(&format!("http://{host}"))));
     };
     let mac: Mac = mac.parse().map_err(|e: ipxe::BadMac| AppError::BadRequest(e.to_string()))?;
+    let from = client_ipv4(peer.ip());
+    let evidence = from.and_then(|ip| st.sightings.evidence(mac.0, ip));
     let netboot = st.netboot_dir.clone();
-    let (agent_available, task_token, known_and_idle, last_deploy_failed) = crate::blocking(move || {
-        let agent_available = NETBOOT_FILES.iter().all(|f| netboot.join(f).is_file());
+    let http_base = format!("http://{host}");
+    crate::blocking(move || {
         let key = mac.to_string();
         let known =
             key.parse::<parc_profiles::Mac>().ok().and_then(|m| st.profiles.snapshot().inventory.get(&m).cloned());
-        // A fresh token for every boot script: the previous boot's token stops working, so a
-        // script copied off the wire is only good until the machine boots again.
-        let token = match st.db.active_task(&key)? {
-            Some(t) if agent_available => {
-                let token = crate::auth::new_secret("pt_");
-                st.db.set_task_token(t.id, &crate::auth::token_hash(&token))?;
-                Some(token)
-            }
-            _ => None,
+        let task = st.db.active_task(&key)?;
+        let state = BootState {
+            http_base,
+            agent_available: NETBOOT_FILES.iter().all(|f| netboot.join(f).is_file()),
+            has_task: task.is_some(),
+            known_and_idle: known.is_some(),
+            last_deploy_failed: crate::lifecycle::last_deploy_failed(&st, &key)?.is_some(),
+            seen_booting: evidence.is_some(),
         };
-        let failed = crate::lifecycle::last_deploy_failed(&st, &key)?.is_some();
-        Ok((agent_available, token, known.is_some(), failed))
+        let mut decision = ipxe::decide(&state);
+        let now = now_ms();
+        match (&mut decision, evidence) {
+            (Decision::Agent { mode, token }, Some(evidence)) => {
+                if st.limits.boot_credentials.allow(&key, now) {
+                    // One boot credential in flight per machine; a running agent keeps its own
+                    // session, so this never cuts it off.
+                    let secret = crate::auth::new_secret("pb_");
+                    let address = peer.ip().to_string();
+                    st.db.issue_credential(
+                        CredentialKind::Boot,
+                        &crate::auth::token_hash(&secret),
+                        &key,
+                        task.as_ref().map(|t| t.id),
+                        Some(&address),
+                        BOOT_CREDENTIAL_TTL_MS,
+                    )?;
+                    let msg = format!("boot credential for {key} ({mode}) issued to {address}: {}", evidence.as_str());
+                    st.event(&NewEvent {
+                        actor: "parc",
+                        kind: "boot.credential",
+                        mac: Some(&key),
+                        task_id: task.as_ref().map(|t| t.id),
+                        message: &msg,
+                        data: Some(
+                            serde_json::json!({ "address": address, "evidence": evidence.as_str(), "mode": mode }),
+                        ),
+                    })?;
+                    *token = Some(secret);
+                } else {
+                    decision = Decision::Refused {
+                        reason: "too many boot credentials for this machine in the last 10 minutes".into(),
+                    };
+                    refused(&st, &key, peer, "too many boot credentials in 10 minutes", now)?;
+                }
+            }
+            (Decision::Refused { .. }, _) => refused(&st, &key, peer, "not seen booting from the network", now)?,
+            _ => {}
+        }
+        tracing::info!(mac = %mac, %peer, decision = ?decision.clone().redacted(), "boot script");
+        Ok(script(ipxe::render(&state, mac, &decision)))
     })
-    .await?;
-    let state = BootState {
-        http_base: format!("http://{host}"),
-        agent_available,
-        task_token,
-        known_and_idle,
-        last_deploy_failed,
-    };
-    let decision = ipxe::decide(&state);
-    tracing::info!(mac = %mac, decision = ?decision, "boot script");
-    Ok(script(ipxe::render(&state, mac, &decision)))
+    .await
+}
+
+/// A refused boot script is journaled, at most once a minute per machine (a flood of them
+/// must not flood the journal).
+fn refused(st: &AppState, mac: &str, peer: SocketAddr, why: &str, now: i64) -> Result<(), AppError> {
+    tracing::warn!(%mac, %peer, why, "boot credential refused");
+    if st.limits.boot_refusals_journaled.allow(&mac.to_string(), now) {
+        let msg = format!("boot credential for {mac} refused to {}: {why}", peer.ip());
+        st.event(&NewEvent {
+            actor: "parc",
+            kind: "boot.refused",
+            mac: Some(mac),
+            task_id: None,
+            message: &msg,
+            data: Some(serde_json::json!({ "address": peer.ip().to_string(), "why": why })),
+        })?;
+    }
+    Ok(())
+}
+
+/// The IPv4 address of a client (IPv4-mapped IPv6 included): PXE is IPv4 here.
+fn client_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    }
 }
 
 fn script(body: String) -> Response {

@@ -20,6 +20,10 @@ pub enum AppError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// The body is larger than the route accepts: 413.
+    TooLarge(String),
+    /// A rate limit: 429.
+    TooMany(String),
     Internal(String),
 }
 
@@ -35,6 +39,8 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -46,7 +52,9 @@ impl AppError {
             | AppError::Unauthorized(m)
             | AppError::Forbidden(m)
             | AppError::NotFound(m)
-            | AppError::Conflict(m) => m.clone(),
+            | AppError::Conflict(m)
+            | AppError::TooLarge(m)
+            | AppError::TooMany(m) => m.clone(),
             AppError::Invalid { field, reason } => format!("{field}: {reason}"),
             AppError::Internal(_) => "internal error; see the appliance log".to_string(),
         }

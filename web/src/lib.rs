@@ -12,7 +12,9 @@ mod console;
 pub mod db;
 mod error;
 pub mod failpoint;
+pub mod grant;
 pub mod lifecycle;
+pub mod limits;
 pub mod ops;
 pub mod profiles;
 pub mod range;
@@ -47,6 +49,11 @@ pub struct AppState {
     pub live: broadcast::Sender<Live>,
     /// Where Wake-on-LAN packets go.
     pub wake: wake::WakeConfig,
+    /// Machines the PXE server of this `parc serve` saw network-booting (and technicians'
+    /// grants): a boot credential is issued only to them.
+    pub sightings: Arc<parc_pxe::sightings::Sightings>,
+    /// Rate limits of unauthenticated callers.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// Something that just happened, for live views.
@@ -119,6 +126,8 @@ impl AppState {
             ops_lock: Arc::new(Mutex::new(())),
             live,
             wake: wake::WakeConfig::default(),
+            sightings: Arc::default(),
+            limits: Arc::default(),
         };
         // Pins as the database and the profiles say now: a crash left none stale or missing.
         store::rebuild(&state).map_err(|e| OpenError::Pins(e.to_string()))?;

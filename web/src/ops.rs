@@ -599,6 +599,13 @@ pub fn preview(st: &AppState, caller: &Caller, ops: &[Op], reason: Option<&str>)
     execute(st, caller, ops, reason, true)
 }
 
+/// A reason as one line of text: newlines and other control characters become spaces (a
+/// reason goes into the commit message, whose lines are trailers parc reads back).
+pub fn one_line(s: &str) -> String {
+    let spaced: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(500).collect()
+}
+
 fn execute(
     st: &AppState,
     caller: &Caller,
@@ -606,6 +613,8 @@ fn execute(
     reason: Option<&str>,
     dry_run: bool,
 ) -> Result<RunReport, AppError> {
+    let reason = reason.map(one_line);
+    let reason = reason.as_deref();
     let _serial = st.ops_lock.lock().unwrap_or_else(|p| p.into_inner());
     let login = caller.login().to_string();
     let batch = (ops.len() > 1).then(|| format!("b{}", crate::db::now_ms()));

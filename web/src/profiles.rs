@@ -22,6 +22,7 @@ pub struct Profiles {
     snapshot: RwLock<Arc<Snapshot>>,
     remote: Option<Remote>,
     last_sync: Mutex<Option<Result<String, String>>>,
+    at_commit: Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl Profiles {
@@ -38,6 +39,7 @@ impl Profiles {
                 snapshot: RwLock::new(Arc::new(snap)),
                 remote,
                 last_sync: Mutex::new(None),
+                at_commit: Mutex::new(Vec::new()),
             },
             created,
         ))
@@ -45,6 +47,25 @@ impl Profiles {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The snapshot at `commit` (HEAD's is reused; others are parsed, and the last few kept:
+    /// the agents of one campaign share their commit).
+    pub fn snapshot_at(&self, commit: &str) -> Result<Arc<Snapshot>, RepoError> {
+        let head = self.snapshot();
+        if head.commit == commit {
+            return Ok(head);
+        }
+        let mut cache = self.at_commit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.iter().find(|s| s.commit == commit) {
+            return Ok(s.clone());
+        }
+        let snap = Arc::new(self.repo().load_at(commit)?);
+        if cache.len() == 8 {
+            cache.remove(0);
+        }
+        cache.push(snap.clone());
+        Ok(snap)
     }
 
     fn repo(&self) -> std::sync::MutexGuard<'_, Repo> {

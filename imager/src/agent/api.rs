@@ -1,6 +1,8 @@
 //! The agent's side of `/api/v1/agent/*`. Transient failures (server restarting, network
 //! hiccup, 5xx) are retried for a while, so a server restarted mid-deploy loses nothing;
-//! a 401 (token superseded) or 409 (task cancelled or ended) is final.
+//! a 401 (credential unknown, used or superseded) or 409 (task cancelled or ended) is final.
+//! The boot script's credential is good for one hello, which answers with the session the
+//! agent uses from then on.
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -28,7 +30,13 @@ pub struct HelloReply {
     pub hostname: Option<String>,
     pub department: Option<String>,
     pub task: Option<Work>,
-    pub pending_task: bool,
+    /// The session to use from now on (the task's, or a standby one while waiting); `None`:
+    /// keep the current one.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// The installed system's single-use credential for its first-boot report.
+    #[serde(default)]
+    pub first_boot_token: Option<String>,
     /// The machine's latest task when it ended failed or cancelled (and nothing newer
     /// succeeded): what the screen shows while the machine waits for a technician.
     #[serde(default)]
@@ -214,13 +222,5 @@ impl AgentApi {
             }
         }
         self.call(&format!("/api/v1/agent/file?path={q}"), None)
-    }
-
-    /// A machine that registered asks its boot script again: once a technician queued a task
-    /// for it, the script carries a fresh task token, and no reboot is needed.
-    pub fn poll_task_token(&self, mac: &str) -> Result<Option<String>, ApiError> {
-        let script = self.call(&format!("/boot.ipxe?mac={mac}"), None)?;
-        let script = String::from_utf8_lossy(&script);
-        Ok(script.split("parc.token=").nth(1).and_then(|s| s.split_whitespace().next()).map(str::to_string))
     }
 }

@@ -63,6 +63,8 @@ pub enum AgentError {
     Task { id: i64, reason: String },
     #[error("the appliance cancelled task #{0}")]
     Cancelled(i64),
+    #[error("booted without a boot credential (parc.token=): boot this machine from the network through parc")]
+    NoCredential,
 }
 
 impl AgentError {
@@ -119,35 +121,45 @@ pub fn run(opts: &AgentOptions, screen: &dyn Screen) -> Result<Outcome, AgentErr
     ));
     let mut api = AgentApi::new(&boot.server, boot.token.clone(), RETRY_FOR);
     let mut reply = api.hello(&hw)?;
-    while reply.task.is_none() {
+    if api.token().is_none() {
+        screen.show(
+            "no boot credential on the command line: the hardware was reported, but this machine gets no task \
+             until it boots from the network through parc",
+        );
+        return Err(AgentError::NoCredential);
+    }
+    let mut first_boot_token = None;
+    loop {
+        if let Some(session) = reply.session_token.take() {
+            api.set_token(session);
+        }
+        if reply.first_boot_token.is_some() {
+            first_boot_token = reply.first_boot_token.take();
+        }
+        if reply.task.is_some() {
+            break;
+        }
         if let Some(last) = &reply.last_task {
             screen.show(&format!(
                 "last task #{} ({}) {}: {}; the disk was left unbootable. Waiting for a technician to queue a new task.",
                 last.id, last.kind, last.state, last.reason
             ));
         }
-        screen.show(&match (reply.known, reply.pending_task) {
-            (_, true) => "a task is waiting for this machine: fetching a fresh token".to_string(),
-            (true, false) => format!(
+        screen.show(&if reply.known {
+            format!(
                 "registered: {} in {}; nothing to do, waiting for a task",
                 reply.hostname.as_deref().unwrap_or("(no hostname yet)"),
                 reply.department.as_deref().unwrap_or("?")
-            ),
-            (false, false) => "registered as a new machine; waiting for a technician to assign it".to_string(),
+            )
+        } else {
+            "registered as a new machine; waiting for a technician to assign it".to_string()
         });
-        let mut token = None;
-        while token.is_none() {
-            if !reply.pending_task {
-                std::thread::sleep(opts.poll);
-            }
-            token = api.poll_task_token(&boot.mac)?;
-            reply.pending_task = false;
-        }
-        api.set_token(token.expect("loop ends with a token"));
+        // The standby session says hello again until a task is there: no reboot is needed.
+        std::thread::sleep(opts.poll);
         reply = api.hello(&hw)?;
     }
     let work = reply.task.expect("loop ends with a task");
-    let result = do_task(&api, &boot, &hw, &work, opts, screen);
+    let result = do_task(&api, &boot, &hw, &work, first_boot_token.as_deref(), opts, screen);
     if let Err(e) = &result {
         if let AgentError::Cancelled(id) = e {
             screen.show(&format!(
@@ -170,6 +182,7 @@ fn do_task(
     boot: &cmdline::BootArgs,
     hw: &hardware::Hardware,
     work: &Work,
+    first_boot_token: Option<&str>,
     opts: &AgentOptions,
     screen: &dyn Screen,
 ) -> Result<Outcome, AgentError> {
@@ -246,7 +259,12 @@ fn do_task(
             &target,
             &manifest,
             hostname.as_deref().unwrap_or(&work.mac.replace(':', "")),
-            &profile::FirstBoot { server: boot.server.clone(), token: api.token().unwrap_or_default().to_string() },
+            &profile::FirstBoot {
+                server: boot.server.clone(),
+                token: first_boot_token
+                    .ok_or_else(|| task_err("the appliance gave no first-boot credential".into()))?
+                    .to_string(),
+            },
             &opts.work,
         )?;
         if cancelled.load(Ordering::Relaxed) {

@@ -130,8 +130,10 @@ Content-Length: 2
 {}'             "$hostport" "$PARC_TOKEN" >&3
         read -r _ status _ <&3
         exec 3<&-
-        if [ "$status" = 200 ]; then echo "parc: first boot reported"; exit 0; fi
+        # The credential is single use: gone from this system once answered.
+        if [ "$status" = 200 ]; then echo "parc: first boot reported"; rm -f /etc/parc/agent.env; exit 0; fi
         echo "parc: the appliance answered $status" >&2
+        case "$status" in 401|409) rm -f /etc/parc/agent.env; exit 1;; esac
     fi
     sleep 10
 done

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::BindError;
 use crate::dhcp::lease::{BadLeaseFile, Leases};
 use crate::dhcp::{self, wire, Port, Request};
+use crate::sightings::Sightings;
 
 /// The DHCP server's sockets, from [`bind_dhcp`].
 #[derive(Debug)]
@@ -102,6 +103,7 @@ pub async fn run(
     sockets: DhcpSockets,
     config: dhcp::Config,
     lease_file: Option<PathBuf>,
+    sightings: &Sightings,
     shutdown: CancellationToken,
 ) -> Result<(), DhcpServerError> {
     super::enlarge_recv_buffer(&sockets.dhcp);
@@ -142,6 +144,7 @@ pub async fn run(
                 continue;
             }
         };
+        sightings.record_dhcp(&message, *source.ip());
         let request = Request { message, source, port };
         let Some(reply) = dhcp::handle(&config, &leases, &request, SystemTime::now()) else {
             debug!(%source, xid = request.message.xid(), "DHCP request not for parc");
@@ -179,6 +182,9 @@ pub async fn run(
                 to = %out.to,
                 "DHCP reply"
             );
+            if crate::sightings::is_netboot_client(&request.message) {
+                sightings.record_offer(crate::sightings::mac_of(&request.message), out.message.yiaddr());
+            }
             if let Err(e) = socket.send_to(&bytes, SocketAddr::V4(out.to)).await {
                 warn!(to = %out.to, error = %e, "cannot send DHCP reply");
             }

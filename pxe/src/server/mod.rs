@@ -34,11 +34,13 @@ pub mod tftp;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::UefiLoader;
+use crate::sightings::Sightings;
 
 /// Binding a server socket failed.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +204,9 @@ pub struct PxeConfig {
     pub tftp: tftp::TftpConfig,
     /// TFTP port (69; tests use others).
     pub tftp_port: u16,
+    /// Where DHCP exchanges and TFTP fetches of network-booting machines are recorded (the web
+    /// server of the same `parc serve` reads them before issuing boot credentials).
+    pub sightings: Arc<Sightings>,
 }
 
 /// Network boot could not start or stopped on an error.
@@ -287,12 +292,19 @@ pub async fn serve(config: PxeConfig, shutdown: CancellationToken) -> Result<(),
     };
     let stop = shutdown.child_token();
     let tftp_run = async {
-        let r = tftp::run(tftp_socket, config.tftp_root.clone(), config.tftp.clone(), stop.clone()).await;
+        let r = tftp::run(
+            tftp_socket,
+            config.tftp_root.clone(),
+            config.tftp.clone(),
+            Some(config.sightings.clone()),
+            stop.clone(),
+        )
+        .await;
         stop.cancel();
         r.map_err(ServeError::Tftp)
     };
     let dhcp_run = async {
-        let r = dhcp::run(sockets, dhcp_config, lease_file, stop.clone()).await;
+        let r = dhcp::run(sockets, dhcp_config, lease_file, &config.sightings, stop.clone()).await;
         stop.cancel();
         r.map_err(ServeError::from)
     };

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::sightings::Sightings;
 use crate::tftp::netascii::NetasciiReader;
 use crate::tftp::options::blksize_for_mtu;
 use crate::tftp::packet::{encode_error, ErrorCode, Mode, Packet, Request};
@@ -41,7 +42,15 @@ impl Default for TftpConfig {
 /// Files are read as the transfer proceeds, in `blksize × windowsize` steps through a 64 KiB
 /// buffer, never whole. Reads are plain blocking reads on the runtime's threads: boot files are
 /// small and hot in the page cache, which keeps a transfer's loop free of thread hand-offs.
-pub async fn run(socket: UdpSocket, root: PathBuf, config: TftpConfig, shutdown: CancellationToken) -> io::Result<()> {
+///
+/// Each file served is recorded in `sightings` (when given) as a loader fetch from its address.
+pub async fn run(
+    socket: UdpSocket,
+    root: PathBuf,
+    config: TftpConfig,
+    sightings: Option<Arc<Sightings>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let local = socket.local_addr()?;
     super::enlarge_recv_buffer(&socket);
     info!(%local, root = %root.display(), "TFTP server listening");
@@ -102,6 +111,9 @@ pub async fn run(socket: UdpSocket, root: PathBuf, config: TftpConfig, shutdown:
                 continue;
             }
         };
+        if let (Some(s), SocketAddr::V4(v4)) = (&sightings, peer) {
+            s.record_loader_fetch(*v4.ip());
+        }
         let local_ip = local.ip();
         let session_cfg = config.session.clone();
         let shutdown = shutdown.clone();

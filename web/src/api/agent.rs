@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Json;
 use crate::auth::token_hash;
-use crate::db::{Hardware, NewEvent, Progress, Task, TaskKind, TaskState};
+use crate::db::{CredentialKind, Hardware, NewEvent, Progress, Task, TaskKind, TaskState};
 use crate::{blocking, AppError, AppState, Live};
 use parc_imager::store::ChunkSource as _;
 
@@ -63,15 +63,24 @@ pub struct ImageRef {
     pub digest: Option<String>,
 }
 
-fn work(st: &AppState, t: &Task) -> AgentWork {
-    let snap = st.profiles.snapshot();
+/// The profiles as they were when the task was queued (HEAD for tasks queued before parc
+/// recorded commits).
+fn task_snapshot(st: &AppState, t: &Task) -> Result<std::sync::Arc<parc_profiles::Snapshot>, AppError> {
+    match &t.commit_id {
+        Some(c) => st.profiles.snapshot_at(c).map_err(crate::profiles::repo_error),
+        None => Ok(st.profiles.snapshot()),
+    }
+}
+
+fn work(st: &AppState, t: &Task) -> Result<AgentWork, AppError> {
+    let snap = task_snapshot(st, t)?;
     let department = t.department.as_ref().and_then(|id| snap.departments.get(id)).map(|d| {
         serde_json::json!({
             "id": d.id, "name": d.name, "image": d.image, "hostname_pattern": d.hostname.as_str(),
             "disk": d.disk, "payloads": d.payloads, "first_boot": d.first_boot, "tags": d.tags,
         })
     });
-    AgentWork {
+    Ok(AgentWork {
         id: t.id,
         kind: t.kind,
         mac: t.mac.clone(),
@@ -81,19 +90,32 @@ fn work(st: &AppState, t: &Task) -> AgentWork {
         replaces: t.replaces.clone(),
         profiles_commit: snap.commit.clone(),
         disk_serial: None,
+    })
+}
+
+/// The routes of a running task's agent refuse a task that has ended: its session ends with it.
+fn require_active(t: &Task) -> Result<(), AppError> {
+    if t.state.is_active() {
+        Ok(())
+    } else {
+        Err(AppError::Conflict(format!("task #{} is {}; its agent session has ended", t.id, t.state.as_str())))
     }
 }
 
 #[derive(Debug, Serialize)]
 pub struct HelloReply {
-    /// The machine is in the inventory.
+    /// The machine is in the inventory (`false` to a hello without credential).
     pub known: bool,
     pub hostname: Option<String>,
     pub department: Option<String>,
     /// The task to do now; `null` in register mode.
     pub task: Option<AgentWork>,
-    /// The machine has a task, but this agent booted without (or with an old) token: reboot.
-    pub pending_task: bool,
+    /// The agent's session from now on (`Authorization: Bearer`): the task's session when a
+    /// task starts, else a standby session to say hello with until one does. `null`: keep the
+    /// one presented.
+    pub session_token: Option<String>,
+    /// The installed system's single-use credential for its first-boot report (deployments).
+    pub first_boot_token: Option<String>,
     /// The machine's last deployment failed or was cancelled after it started, so its disk
     /// is not bootable: the agent shows why and waits for a new task. `null` otherwise.
     pub last_task: Option<LastTask>,
@@ -109,6 +131,45 @@ pub struct LastTask {
     pub finished_at: i64,
 }
 
+/// A standby session lasts a working day; then the waiting machine must boot again.
+const STANDBY_TTL_MS: i64 = 24 * 3600_000;
+/// The first-boot report may come days later (a PC installed on Friday, started on Monday).
+const FIRST_BOOT_TTL_MS: i64 = 30 * 24 * 3600_000;
+/// The largest hello body: a PC with 64 disks and long model strings fits in a few KiB.
+pub const HELLO_BODY_LIMIT: usize = 64 * 1024;
+
+/// Every field of a hello has a bound: it is written to the database and shown on pages.
+fn check_hardware(hw: &Hardware) -> Result<(), AppError> {
+    let text = |field: &str, v: &Option<String>, max: usize| match v {
+        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
+            Err(AppError::invalid(field, format!("at most {max} characters, no control characters")))
+        }
+        _ => Ok(()),
+    };
+    text("serial", &hw.serial, 128)?;
+    text("uuid", &hw.uuid, 64)?;
+    text("model", &hw.model, 200)?;
+    if hw.disks.len() > 64 {
+        return Err(AppError::invalid("disks", "at most 64 disks"));
+    }
+    for d in &hw.disks {
+        if d.name.is_empty()
+            || d.name.len() > 64
+            || !d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(AppError::invalid("disks.name", "1 to 64 letters, digits, '-', '_' or '.'"));
+        }
+        text("disks.bus", &d.bus, 32)?;
+        text("disks.serial", &d.serial, 128)?;
+        text("disks.wwn", &d.wwn, 64)?;
+        text("disks.model", &d.model, 200)?;
+    }
+    Ok(())
+}
+
+/// An agent says hello with the boot credential its boot script carried (or its standby
+/// session): the credential must be unexpired, for this MAC, presented from the address it was
+/// issued to. A hello without one registers an unknown machine's hardware and learns nothing.
 pub async fn hello(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -118,35 +179,68 @@ pub async fn hello(
     let mac: parc_profiles::Mac =
         hw.mac.parse::<parc_profiles::Mac>().map_err(|e| AppError::invalid("mac", e.to_string()))?;
     let hw = Hardware { mac: mac.to_string(), ..hw };
-    if hw.disks.len() > 64 || hw.model.as_deref().is_some_and(|m| m.len() > 200) {
-        return Err(AppError::invalid("disks", "at most 64 disks, model at most 200 characters"));
+    check_hardware(&hw)?;
+    if !st.limits.hellos.allow(&peer.ip(), crate::db::now_ms()) {
+        return Err(AppError::TooMany("too many hellos from this address; wait a minute".into()));
     }
     let token = bearer(&headers);
+    let address = peer.ip().to_string();
     blocking(move || {
-        let task = match &token {
-            Some(t) => Some(st.db.task_by_token(&token_hash(t))?.filter(|t| t.mac == hw.mac).ok_or_else(|| {
+        let Some(token) = token else { return anonymous_hello(&st, &hw, &address) };
+        let credential = st
+            .db
+            .take_credential(&token_hash(&token), &[CredentialKind::Boot, CredentialKind::Standby])?
+            .ok_or_else(|| {
                 AppError::Unauthorized(
-                    "unknown or superseded task token for this machine: reboot it to get a fresh one".into(),
+                    "unknown, used or expired boot credential: boot the machine from the network again".into(),
                 )
-            })?),
-            None => None,
-        };
-        if let Some(t) = &task {
-            crate::lifecycle::refuse_late(&st, t.id, "hello", serde_json::to_value(&hw).unwrap_or_default())?;
+            })?;
+        if credential.mac != hw.mac {
+            return Err(AppError::Unauthorized(format!("this credential is not for {}", hw.mac)));
         }
-        st.db.record_hello(&hw, Some(&peer.ip().to_string()))?;
+        if credential.address.as_deref() != Some(address.as_str()) {
+            return Err(AppError::Unauthorized(format!(
+                "this credential was issued to another address than {address}: boot the machine from the network again"
+            )));
+        }
+        st.db.record_hello(&hw, Some(&address))?;
         let snap = st.profiles.snapshot();
         let inv = snap.inventory.get(&mac).cloned();
         let mut hostname = inv.as_ref().map(|m| m.hostname.clone()).filter(|h| !h.is_empty());
-        let mut reply_task = None;
-        if let Some(t) = task.filter(|t| t.state.is_active()) {
+        let mut reply = HelloReply {
+            known: inv.is_some(),
+            hostname: None,
+            department: inv.as_ref().map(|m| m.department.clone()),
+            task: None,
+            session_token: None,
+            first_boot_token: None,
+            last_task: None,
+        };
+        if let Some(t) = st.db.active_task(&hw.mac)? {
             if hostname.is_none() {
                 hostname = assign_hostname_from_serial(&st, &mac, hw.serial.as_deref())?;
             }
             st.db.start_task(t.id, hostname.as_deref())?;
             let t = st.db.task(t.id)?.expect("exists");
+            // The task's own session: it ends with the task, and a later boot script never
+            // replaces it (only a later hello, from a machine parc saw booting again, does).
+            let session = crate::auth::new_secret("pa_");
+            st.db.set_task_token(t.id, &token_hash(&session))?;
+            st.db.drop_credentials(&hw.mac, CredentialKind::Standby)?;
+            if t.kind != TaskKind::Capture {
+                let first_boot = crate::auth::new_secret("pf_");
+                st.db.issue_credential(
+                    CredentialKind::FirstBoot,
+                    &token_hash(&first_boot),
+                    &hw.mac,
+                    Some(t.id),
+                    None,
+                    FIRST_BOOT_TTL_MS,
+                )?;
+                reply.first_boot_token = Some(first_boot);
+            }
             let msg = format!(
-                "agent started task #{} ({}) on {}",
+                "agent started task #{} ({}) on {} from {address}",
                 t.id,
                 t.kind.as_str(),
                 hostname.as_deref().unwrap_or(&t.mac)
@@ -159,50 +253,90 @@ pub async fn hello(
                 message: &msg,
                 data: None,
             })?;
-            reply_task = Some(work(&st, &t));
+            reply.task = Some(work(&st, &t)?);
+            reply.session_token = Some(session);
+            reply.hostname = hostname;
+            return Ok(Json(reply));
         }
-        let pending_task = reply_task.is_none() && st.db.active_task(&hw.mac)?.is_some();
-        let mut last_task = None;
-        if reply_task.is_none() {
-            let model = hw.model.as_deref().unwrap_or("unknown model");
-            let mut msg =
-                format!("{} registered: {model}, serial {}", hw.mac, hw.serial.as_deref().unwrap_or("unknown"));
-            let failed = if pending_task { None } else { crate::lifecycle::last_deploy_failed(&st, &hw.mac)? };
-            if let Some(t) = failed {
-                let reason = t.message.clone().unwrap_or_else(|| format!("task {}", t.state.as_str()));
-                msg.push_str(&format!(
-                    "; its last task #{} ({}) {}: {reason}; its disk is not booted until a new task succeeds",
-                    t.id,
-                    t.kind.as_str(),
-                    t.state.as_str()
-                ));
-                last_task = Some(LastTask {
-                    id: t.id,
-                    kind: t.kind,
-                    state: t.state,
-                    reason,
-                    finished_at: t.finished_at.unwrap_or(t.created_at),
-                });
-            }
+        reply.hostname = hostname;
+        if credential.kind == CredentialKind::Boot {
+            let standby = crate::auth::new_secret("ps_");
+            st.db.issue_credential(
+                CredentialKind::Standby,
+                &token_hash(&standby),
+                &hw.mac,
+                None,
+                Some(&address),
+                STANDBY_TTL_MS,
+            )?;
+            reply.session_token = Some(standby);
+        }
+        let model = hw.model.as_deref().unwrap_or("unknown model");
+        let mut msg = format!("{} registered: {model}, serial {}", hw.mac, hw.serial.as_deref().unwrap_or("unknown"));
+        if let Some(t) = crate::lifecycle::last_deploy_failed(&st, &hw.mac)? {
+            let reason = t.message.clone().unwrap_or_else(|| format!("task {}", t.state.as_str()));
+            msg.push_str(&format!(
+                "; its last task #{} ({}) {}: {reason}; its disk is not booted until a new task succeeds",
+                t.id,
+                t.kind.as_str(),
+                t.state.as_str()
+            ));
+            reply.last_task = Some(LastTask {
+                id: t.id,
+                kind: t.kind,
+                state: t.state,
+                reason,
+                finished_at: t.finished_at.unwrap_or(t.created_at),
+            });
+        }
+        // A waiting agent says hello every few seconds: only its first hello is journaled.
+        if credential.kind == CredentialKind::Boot {
             st.event(&NewEvent {
                 actor: AGENT,
                 kind: "agent.hello",
                 mac: Some(&hw.mac),
-                task_id: last_task.as_ref().map(|t| t.id),
+                task_id: reply.last_task.as_ref().map(|t| t.id),
                 message: &msg,
                 data: None,
             })?;
         }
-        Ok(Json(HelloReply {
-            known: inv.is_some(),
-            hostname,
-            department: inv.map(|m| m.department),
-            task: reply_task,
-            pending_task,
-            last_task,
-        }))
+        Ok(Json(reply))
     })
     .await
+}
+
+/// A hello without credential: the hardware of a machine parc has never heard of is recorded
+/// (a technician can then assign it); a known machine is left as it is. The answer is the same
+/// either way, so it tells nothing about the inventory.
+fn anonymous_hello(st: &AppState, hw: &Hardware, address: &str) -> Result<Json<HelloReply>, AppError> {
+    let mac: parc_profiles::Mac = hw.mac.parse().map_err(|_| AppError::invalid("mac", "not a MAC address"))?;
+    let known = st.profiles.snapshot().inventory.get(&mac).is_some() || st.db.machine_state(&hw.mac)?.is_some();
+    if !known {
+        st.db.record_hello(hw, Some(address))?;
+        let model = hw.model.as_deref().unwrap_or("unknown model");
+        let msg = format!(
+            "{} registered without a boot credential from {address}: {model}, serial {}",
+            hw.mac,
+            hw.serial.as_deref().unwrap_or("unknown")
+        );
+        st.event(&NewEvent {
+            actor: AGENT,
+            kind: "agent.hello",
+            mac: Some(&hw.mac),
+            task_id: None,
+            message: &msg,
+            data: None,
+        })?;
+    }
+    Ok(Json(HelloReply {
+        known: false,
+        hostname: None,
+        department: None,
+        task: None,
+        session_token: None,
+        first_boot_token: None,
+        last_task: None,
+    }))
 }
 
 /// Hostname patterns with `{serial}` wait for the agent to report the serial.
@@ -234,10 +368,8 @@ fn assign_hostname_from_serial(
 }
 
 pub async fn task(State(st): State<AppState>, AgentTask(t): AgentTask) -> Result<Json<AgentWork>, AppError> {
-    if !t.state.is_active() {
-        return Err(AppError::Conflict(format!("task #{} is {}; nothing to do", t.id, t.state.as_str())));
-    }
-    blocking(move || Ok(Json(work(&st, &t)))).await
+    require_active(&t)?;
+    blocking(move || Ok(Json(work(&st, &t)?))).await
 }
 
 #[derive(Debug, Serialize)]
@@ -396,9 +528,10 @@ pub struct ProfileFile {
     pub size: u64,
 }
 
-/// The department's payload files and first-boot script, at the current commit.
+/// The department's payload files and first-boot script, at the task's commit, while it runs.
 fn profile_files(st: &AppState, t: &Task) -> Result<(String, Vec<ProfileFile>), AppError> {
-    let snap = st.profiles.snapshot();
+    require_active(t)?;
+    let snap = task_snapshot(st, t)?;
     let Some(d) = t.department.as_ref().and_then(|id| snap.departments.get(id)) else {
         return Ok((snap.commit.clone(), Vec::new()));
     };
@@ -456,19 +589,24 @@ pub async fn file(
     .await
 }
 
-/// The installed system's first boot reports in: the machine is `ready`.
-pub async fn first_boot(
-    State(st): State<AppState>,
-    AgentTask(t): AgentTask,
-) -> Result<Json<serde_json::Value>, AppError> {
-    if t.state != TaskState::Done || t.kind == TaskKind::Capture {
-        return Err(AppError::Conflict(format!(
-            "task #{} is {}; first boot is reported after a deployment",
-            t.id,
-            t.state.as_str()
-        )));
-    }
+/// The installed system's first boot reports in with its single-use credential (written by
+/// the agent, removed by the report script once answered): the machine is `ready`.
+pub async fn first_boot(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, AppError> {
+    let token = bearer(&headers).ok_or_else(|| {
+        AppError::Unauthorized("the first-boot credential is required (Authorization: Bearer …)".into())
+    })?;
     blocking(move || {
+        let refused = || AppError::Unauthorized("unknown, used or expired first-boot credential".into());
+        let c = st.db.take_credential(&token_hash(&token), &[CredentialKind::FirstBoot])?.ok_or_else(refused)?;
+        let t = c.task_id.and_then(|id| st.db.task(id).transpose()).transpose()?.ok_or_else(refused)?;
+        if t.state != TaskState::Done {
+            // Used up: a task that did not finish never makes its machine ready.
+            return Err(AppError::Conflict(format!(
+                "task #{} is {}; first boot is reported after a deployment",
+                t.id,
+                t.state.as_str()
+            )));
+        }
         st.db.record_first_boot(&t.mac)?;
         let host = t.hostname.clone().unwrap_or_else(|| t.mac.clone());
         let msg = format!("{host} booted its new system for the first time: ready");

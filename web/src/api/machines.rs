@@ -330,6 +330,12 @@ pub struct ActionBody {
     pub asset_tag: Option<String>,
     #[serde(default)]
     pub image: Option<String>,
+    /// `netboot-grant`: the address the machine will fetch its boot script from.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `netboot-grant`: for how long (1 to 120 minutes, default 15).
+    #[serde(default)]
+    pub minutes: Option<u64>,
 }
 
 pub async fn machine_action(
@@ -341,6 +347,10 @@ pub async fn machine_action(
     if action == "wake" {
         let woken = blocking(move || crate::wake::wake(&st, &caller, &id, b.reason.as_deref())).await?;
         return Ok(Json(woken).into_response());
+    }
+    if action == "netboot-grant" {
+        let granted = blocking(move || crate::grant::grant(&st, &caller, &id, &b)).await?;
+        return Ok(Json(granted).into_response());
     }
     let reason = b.reason.clone();
     let op = action_op(id, &action, b)?;
@@ -360,7 +370,7 @@ pub(crate) fn action_op(id: String, action: &str, b: ActionBody) -> Result<Op, A
         "capture" => Op::Capture { machine: id, image: need(b.image, "image")? },
         other => {
             return Err(AppError::NotFound(format!(
-                "no action {other:?} (install, reimage, move, replace, retire, capture, wake)"
+                "no action {other:?} (install, reimage, move, replace, retire, capture, wake, netboot-grant)"
             )))
         }
     })

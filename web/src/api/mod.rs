@@ -39,7 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/events/stream", get(admin::events_stream))
         .route("/tokens", post(admin::token_create))
         .route("/users", get(admin::users_list).post(admin::user_create))
-        .route("/agent/hello", post(agent::hello))
+        .route("/agent/hello", post(agent::hello).layer(axum::extract::DefaultBodyLimit::max(agent::HELLO_BODY_LIMIT)))
         .route("/agent/task", get(agent::task))
         .route("/agent/progress", post(agent::progress))
         .route("/agent/done", post(agent::done))
@@ -64,8 +64,17 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(e) => Err(AppError::BadRequest(format!("request body: {}", e.body_text()))),
+            Err(e) => Err(body_error(e.status(), e.body_text())),
         }
+    }
+}
+
+/// A body refused for its size is a 413 (the client must send less), anything else a 400.
+fn body_error(status: axum::http::StatusCode, text: String) -> AppError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::TooLarge(format!("request body too large: {text}"))
+    } else {
+        AppError::BadRequest(format!("request body: {text}"))
     }
 }
 
@@ -107,9 +116,8 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| AppError::BadRequest(format!("request body: {}", e.body_text())))?;
+        let bytes =
+            axum::body::Bytes::from_request(req, state).await.map_err(|e| body_error(e.status(), e.body_text()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }

@@ -3,6 +3,7 @@
 //! open. One connection behind a mutex: every statement is a few microseconds, and callers run
 //! on blocking threads.
 
+mod credentials;
 mod intents;
 mod sessions;
 mod tasks;
@@ -14,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+pub use credentials::{Credential, CredentialKind};
 pub use intents::{Applied, Intent, Step, TRAILER as INTENT_TRAILER};
 pub use sessions::SessionRow;
 pub use tasks::{BatchSummary, NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
@@ -25,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_console.sql"),
     include_str!("migrations/0003_lost_agents.sql"),
     include_str!("migrations/0004_intents.sql"),
+    include_str!("migrations/0005_agent_credentials.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -245,6 +245,8 @@ pub async fn machine_action(
         with: form.get("with"),
         asset_tag: form.get("asset_tag"),
         image: None,
+        address: None,
+        minutes: None,
     };
     if action == "wake" {
         let st2 = st.clone();
