@@ -126,6 +126,7 @@ fn pxe_config(a: &Settings, iface: &str) -> Result<PxeConfig> {
         lease_file: a.data.join("leases.json"),
         tftp: Default::default(),
         tftp_port: a.tftp_port,
+        relay_networks: parc_pxe::dhcp::PRIVATE_NETWORKS.to_vec(),
     })
 }
 
