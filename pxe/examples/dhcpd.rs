@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = dhcp::Config {
         server_ip,
+        network: dhcp::Ipv4Net::of(server_ip, Ipv4Addr::new(255, 255, 255, 0)),
+        relay_networks: dhcp::PRIVATE_NETWORKS.to_vec(),
         mode,
         boot: boot::Config { http_base: format!("http://{server_ip}"), uefi_loader: boot::UefiLoader::SnpOnly },
         menu_prompt: "parc".into(),

@@ -11,7 +11,12 @@ for kind, pattern in [("dhcp_message", "*.dhcp"), ("tftp_packet", "*.tftp")]:
     seen = set()
     for path in sorted(glob.glob(os.path.join(fixtures, pattern))):
         for line in open(path):
-            payload = bytes.fromhex(line.split()[3])
+            fields = line.split()
+            payload = bytes.fromhex(fields[3])
+            if kind == "dhcp_message":
+                # dhcp_message reads the request's source (4 address bytes, 2 port bytes) first.
+                ip, port = fields[1].rsplit(":", 1)
+                payload = bytes(int(o) for o in ip.split(".")) + int(port).to_bytes(2, "big") + payload
             if payload in seen:
                 continue
             seen.add(payload)

@@ -28,6 +28,11 @@ pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `par
 # tftp_root = "/usr/lib/ipxe"
 # Loader for UEFI PXE clients: "snponly" (starts ~4 s faster) or "ipxe" (its own NIC drivers).
 # uefi_loader = "snponly"
+# Networks whose routers may relay DHCP to parc (their address is the request's giaddr), and
+# whose clients may ask the boot server directly. Requests relayed from anywhere else get no
+# answer. The default, the private ranges, keeps relayed ProxyDHCP across a site's routers
+# working; a site with public internal addresses lists its own networks. [] allows no relays.
+# relay_networks = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
 [profiles]
 # Departments and the inventory live in the git repository <data>/profiles. To manage them
@@ -84,6 +89,8 @@ pub struct PxeSection {
     pub dhcp_range: Option<String>,
     pub tftp_root: Option<PathBuf>,
     pub uefi_loader: Option<LoaderName>,
+    /// Checked as they are read: a bad entry is named with its line.
+    pub relay_networks: Option<Vec<parc_pxe::dhcp::Ipv4Net>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -133,5 +140,17 @@ mod tests {
         let e = format!("{:#}", parse("[pxe]\ninterfce = \"eth0\"\n").unwrap_err());
         assert!(e.contains("interfce"), "{e}");
         assert_eq!(parse("[tasks]\nagent_silence_secs = 120\n").unwrap().tasks.agent_silence_secs, Some(120));
+    }
+
+    #[test]
+    fn relay_networks_are_checked() {
+        let c = parse("[pxe]\nrelay_networks = [\"10.0.0.0/8\", \"198.51.100.0/24\"]\n").unwrap();
+        let nets: Vec<String> = c.pxe.relay_networks.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "198.51.100.0/24"]);
+        assert_eq!(parse("[pxe]\nrelay_networks = []\n").unwrap().pxe.relay_networks, Some(vec![]));
+        let e = format!("{:#}", parse("[pxe]\nrelay_networks = [\"10.0.0.0/8\", \"10.20.0.1/16\"]\n").unwrap_err());
+        assert!(e.contains("line 2") && e.contains("10.20.0.1/16") && e.contains("10.20.0.0/16"), "{e}");
+        let e = format!("{:#}", parse("[pxe]\nrelay_networks = [\"hospital\"]\n").unwrap_err());
+        assert!(e.contains("\"hospital\" is not an IPv4 network"), "{e}");
     }
 }

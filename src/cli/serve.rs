@@ -69,6 +69,7 @@ struct Settings {
     dhcp_range: Option<String>,
     tftp_root: PathBuf,
     uefi_loader: LoaderName,
+    relay_networks: Vec<parc_pxe::dhcp::Ipv4Net>,
     tftp_port: u16,
     wol_target: Option<SocketAddr>,
     remote: Option<parc_web::profiles::Remote>,
@@ -84,6 +85,7 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
         dhcp_range: a.dhcp_range.or(file.pxe.dhcp_range),
         tftp_root: a.tftp_root.or(file.pxe.tftp_root).unwrap_or_else(|| "/usr/lib/ipxe".into()),
         uefi_loader: a.uefi_loader.or(file.pxe.uefi_loader).unwrap_or(LoaderName::Snponly),
+        relay_networks: file.pxe.relay_networks.unwrap_or_else(|| parc_pxe::dhcp::PRIVATE_NETWORKS.to_vec()),
         tftp_port: a.tftp_port,
         wol_target: a.wol_target,
         data: a.data,
@@ -129,6 +131,7 @@ fn pxe_config(a: &Settings, iface: &str, sightings: Arc<Sightings>) -> Result<Px
         tftp: Default::default(),
         tftp_port: a.tftp_port,
         sightings,
+        relay_networks: a.relay_networks.clone(),
     })
 }
 

@@ -22,7 +22,12 @@
 //! it a 3 s wait for ProxyDHCP offers (NOTES.md, trap 2). A REQUEST naming another server's
 //! identifier is never answered; a REQUEST for an address that is not the client's gets a NAK.
 //! Requests relayed from other subnets (giaddr set) are ignored in DHCP mode.
+//!
+//! Where a reply may go is decided in one place, [`dest::destination`], for every reply `handle`
+//! builds: relays only inside [`Config::relay_networks`], clients only at their own address on the
+//! imaging network, otherwise broadcast on the bound interface.
 
+pub mod dest;
 pub mod lease;
 pub mod wire;
 
@@ -35,6 +40,7 @@ use std::time::{Duration, SystemTime};
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 
 use crate::boot::{self, Arch, Boot, VendorClass, IPXE_USER_CLASS};
+pub use dest::{destination, BadNetwork, Ipv4Net, Refusal, PRIVATE_NETWORKS};
 use lease::{unix_after, Lease, LeaseState, Leases, Mac};
 
 /// UDP port of DHCP servers.
@@ -122,6 +128,12 @@ impl Pool {
 pub struct Config {
     /// parc's address on the boot network: server identifier, `siaddr`, TFTP server.
     pub server_ip: Ipv4Addr,
+    /// The imaging network: the network of `server_ip` on the PXE interface. Clients are answered
+    /// by unicast only at an address inside it.
+    pub network: Ipv4Net,
+    /// Networks whose routers may relay requests (`giaddr`) and whose clients may ask the boot
+    /// server on port 4011 directly; [`PRIVATE_NETWORKS`] by default. Empty: no relays.
+    pub relay_networks: Vec<Ipv4Net>,
     /// Proxy or full DHCP.
     pub mode: Mode,
     /// What to boot.
@@ -168,6 +180,16 @@ pub struct Reply {
     pub lease: Option<Lease>,
     /// The boot decision, for the log.
     pub boot: Option<Boot>,
+    /// Why nothing is sent although the request would be answered, for the log: its reply had
+    /// nowhere it may go ([`destination`]). No lease is recorded then.
+    pub refused: Option<Refusal>,
+}
+
+/// What the protocol logic decided, before [`destination`] says where the message may go.
+struct Decision {
+    send: Option<Message>,
+    lease: Option<Lease>,
+    boot: Option<Boot>,
 }
 
 /// What the request says about its sender.
@@ -220,6 +242,18 @@ fn asker(msg: &Message) -> Option<Asker> {
 
 /// Decides the answer to one request. Pure: same inputs, same answer.
 pub fn handle(config: &Config, leases: &Leases, request: &Request, now: SystemTime) -> Option<Reply> {
+    let Decision { send, lease, boot } = decide(config, leases, request, now)?;
+    let Some(message) = send else {
+        return Some(Reply { send: None, lease, boot, refused: None });
+    };
+    match destination(config, request, &message) {
+        Ok(to) => Some(Reply { send: Some(Outgoing { message, to }), lease, boot, refused: None }),
+        // An offer that cannot be sent must not hold an address either.
+        Err(refusal) => Some(Reply { send: None, lease: None, boot, refused: Some(refusal) }),
+    }
+}
+
+fn decide(config: &Config, leases: &Leases, request: &Request, now: SystemTime) -> Option<Decision> {
     let msg = &request.message;
     let a = asker(msg)?;
     let boot = boot::choose(&config.boot, &a.client);
@@ -250,14 +284,6 @@ fn reply_to(msg: &Message, msg_type: MessageType, server_ip: Ipv4Addr) -> Messag
     r.opts_mut().insert(DhcpOption::MessageType(msg_type));
     r.opts_mut().insert(DhcpOption::ServerIdentifier(server_ip));
     r
-}
-
-fn broadcast_or_relay(msg: &Message) -> SocketAddrV4 {
-    if msg.giaddr().is_unspecified() {
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-    } else {
-        SocketAddrV4::new(msg.giaddr(), SERVER_PORT)
-    }
 }
 
 fn pxe_options(r: &mut Message, a: &Asker, boot: &Boot) {
@@ -292,7 +318,7 @@ fn set_boot_file(r: &mut Message, file: &str) {
 /// Size of the BOOTP `file` field.
 const BOOTP_FILE_LEN: usize = 128;
 
-fn proxy_offer(config: &Config, msg: &Message, a: &Asker, boot: Boot) -> Option<Reply> {
+fn proxy_offer(config: &Config, msg: &Message, a: &Asker, boot: Boot) -> Option<Decision> {
     if a.msg_type != MessageType::Discover {
         return None;
     }
@@ -310,10 +336,10 @@ fn proxy_offer(config: &Config, msg: &Message, a: &Asker, boot: Boot) -> Option<
         // PXE firmware asks again on port 4011 for the file.
         Boot::Tftp(_) => {}
     }
-    Some(Reply { send: Some(Outgoing { message: r, to: broadcast_or_relay(msg) }), lease: None, boot: Some(boot) })
+    Some(Decision { send: Some(r), lease: None, boot: Some(boot) })
 }
 
-fn pxe_boot_ack(config: &Config, request: &Request, a: &Asker, boot: Boot) -> Option<Reply> {
+fn pxe_boot_ack(config: &Config, request: &Request, a: &Asker, boot: Boot) -> Option<Decision> {
     if !matches!(a.msg_type, MessageType::Request | MessageType::Inform) {
         return None;
     }
@@ -323,12 +349,7 @@ fn pxe_boot_ack(config: &Config, request: &Request, a: &Asker, boot: Boot) -> Op
     r.set_sname_str(config.server_ip.to_string());
     set_boot_file(&mut r, boot.file());
     pxe_options(&mut r, a, &boot);
-    let to = if request.source.ip().is_unspecified() {
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-    } else {
-        request.source
-    };
-    Some(Reply { send: Some(Outgoing { message: r, to }), lease: None, boot: Some(boot) })
+    Some(Decision { send: Some(r), lease: None, boot: Some(boot) })
 }
 
 /// Is `ip` free for `mac` at `now`?
@@ -370,7 +391,7 @@ fn full(
     a: &Asker,
     boot: Option<Boot>,
     now: SystemTime,
-) -> Option<Reply> {
+) -> Option<Decision> {
     let msg = &request.message;
     let record = |ip, state, hold: Duration| Lease { ip, mac: a.mac, state, expires: unix_after(now, hold) };
     let free = |ip| free_for(pool, config, leases, ip, a.mac, now);
@@ -384,7 +405,7 @@ fn full(
                 _ => Some(record(ip, LeaseState::Offered, pool.offer_hold)),
             };
             let r = address_reply(config, pool, msg, a, MessageType::Offer, ip, boot.as_ref());
-            Some(Reply { send: Some(Outgoing { message: r, to: destination(msg) }), lease, boot })
+            Some(Decision { send: Some(r), lease, boot })
         }
         MessageType::Request => {
             let ip = match (a.server_id, a.requested_ip, msg.ciaddr()) {
@@ -427,21 +448,21 @@ fn full(
             };
             let lease = record(ip, LeaseState::Bound, pool.lease_time);
             let r = address_reply(config, pool, msg, a, MessageType::Ack, ip, boot.as_ref());
-            Some(Reply { send: Some(Outgoing { message: r, to: destination(msg) }), lease: Some(lease), boot })
+            Some(Decision { send: Some(r), lease: Some(lease), boot })
         }
         MessageType::Decline => {
             let ip = a.requested_ip?;
             if a.server_id.is_some_and(|s| s != config.server_ip) || !ours(ip) {
                 return None;
             }
-            Some(Reply { send: None, lease: Some(record(ip, LeaseState::Declined, pool.decline_hold)), boot: None })
+            Some(Decision { send: None, lease: Some(record(ip, LeaseState::Declined, pool.decline_hold)), boot: None })
         }
         MessageType::Release => {
             let ip = msg.ciaddr();
             if a.server_id.is_some_and(|s| s != config.server_ip) || !ours(ip) {
                 return None;
             }
-            Some(Reply { send: None, lease: Some(record(ip, LeaseState::Released, Duration::ZERO)), boot: None })
+            Some(Decision { send: None, lease: Some(record(ip, LeaseState::Released, Duration::ZERO)), boot: None })
         }
         MessageType::Inform => {
             let ciaddr = msg.ciaddr();
@@ -453,31 +474,16 @@ fn full(
             for code in [OptionCode::AddressLeaseTime, OptionCode::Renewal, OptionCode::Rebinding] {
                 r.opts_mut().remove(code);
             }
-            let to = SocketAddrV4::new(ciaddr, request.source.port());
-            Some(Reply { send: Some(Outgoing { message: r, to }), lease: None, boot })
+            Some(Decision { send: Some(r), lease: None, boot })
         }
         _ => None,
     }
 }
 
-/// RFC 2131 4.1: to the client's address once it has one, else broadcast (parc does not write
-/// ARP entries for unicast to an unconfigured client).
-fn destination(msg: &Message) -> SocketAddrV4 {
-    if !msg.ciaddr().is_unspecified() {
-        SocketAddrV4::new(msg.ciaddr(), CLIENT_PORT)
-    } else {
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-    }
-}
-
-fn nak(config: &Config, msg: &Message) -> Reply {
+fn nak(config: &Config, msg: &Message) -> Decision {
     let mut r = reply_to(msg, MessageType::Nak, config.server_ip);
     r.set_flags(Flags::default().set_broadcast());
-    Reply {
-        send: Some(Outgoing { message: r, to: SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT) }),
-        lease: None,
-        boot: None,
-    }
+    Decision { send: Some(r), lease: None, boot: None }
 }
 
 fn address_reply(

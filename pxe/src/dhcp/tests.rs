@@ -17,7 +17,14 @@ fn pool() -> Pool {
 }
 
 fn config(mode: Mode) -> Config {
-    Config { server_ip: SERVER, mode, boot: boot_cfg(), menu_prompt: "parc".into() }
+    Config {
+        server_ip: SERVER,
+        network: "10.77.0.0/24".parse().unwrap(),
+        relay_networks: PRIVATE_NETWORKS.to_vec(),
+        mode,
+        boot: boot_cfg(),
+        menu_prompt: "parc".into(),
+    }
 }
 
 fn t(secs: u64) -> SystemTime {
@@ -439,8 +446,9 @@ fn golden_replies_encode_and_decode() {
     }
 }
 
-/// Stable-toolchain companion of `pxe/fuzz`: mutated captures never panic the decoder or
-/// `handle` (the fuzz target found dhcproto panics on option 94 with a bad length).
+/// Stable-toolchain companion of `pxe/fuzz`: mutated captures from random sources never panic
+/// the decoder or `handle` (the fuzz target found dhcproto panics on option 94 with a bad
+/// length), and their replies go only where [`assert_allowed`] says.
 #[test]
 fn mutated_captures_never_panic() {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -469,15 +477,15 @@ fn mutated_captures_never_panic() {
                     m.truncate((rnd() as usize) % m.len());
                 }
                 let Ok(msg) = wire::decode(&m) else { continue };
+                let source = SocketAddrV4::new(Ipv4Addr::from(rnd() as u32), rnd() as u16);
                 for cfg in &cfgs {
-                    for port in [Port::Dhcp, Port::PxeBoot] {
-                        let r = Request {
-                            message: msg.clone(),
-                            source: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-                            port,
-                        };
-                        if let Some(Reply { send: Some(out), .. }) = handle(cfg, &leases, &r, t(0)) {
-                            wire::encode(&out.message).unwrap();
+                    for source in [source, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)] {
+                        for port in [Port::Dhcp, Port::PxeBoot] {
+                            let r = Request { message: msg.clone(), source, port };
+                            if let Some(Reply { send: Some(out), .. }) = handle(cfg, &leases, &r, t(0)) {
+                                wire::encode(&out.message).unwrap();
+                                assert_allowed(cfg, &r, out.to);
+                            }
                         }
                     }
                 }
@@ -502,4 +510,237 @@ fn long_boot_urls_go_to_option_67() {
     let Some(DhcpOption::BootfileName(f)) = o.opts().get(OptionCode::BootfileName) else { panic!("no option 67") };
     assert!(f.ends_with(b"/boot.ipxe\0"));
     wire::encode(&o).unwrap();
+}
+
+// Where replies go (issue #12: a fuzzer made the ProxyDHCP server send offers to 224.0.0.1,
+// 127.0.0.1 and public addresses).
+
+/// The same check as `pxe/fuzz/fuzz_targets/dhcp_message.rs`: every reply goes to
+/// 255.255.255.255:68, to the request's relay on port 67 inside the relay networks, or to the
+/// request's own source, on the imaging network (on port 4011 also in a relay network), on port
+/// 68 (4011 only for firmware that asked from 4011).
+fn assert_allowed(cfg: &Config, r: &Request, to: SocketAddrV4) {
+    let ip = *to.ip();
+    let host = dest::is_host_address(ip) && ip != cfg.server_ip && ip != Ipv4Addr::new(10, 77, 0, 255);
+    let relay = cfg.relay_networks.iter().any(|n| n.contains(ip));
+    let ok = if ip == Ipv4Addr::BROADCAST {
+        to.port() == CLIENT_PORT
+    } else if to.port() == SERVER_PORT {
+        host && relay && ip == r.message.giaddr()
+    } else if r.port == Port::PxeBoot {
+        let port_ok = to.port() == CLIENT_PORT || (to.port() == PXE_BOOT_PORT && r.source.port() == PXE_BOOT_PORT);
+        host && (cfg.network.contains(ip) || relay) && ip == *r.source.ip() && port_ok
+    } else {
+        let own = ip == *r.source.ip() && ip == r.message.ciaddr();
+        host && cfg.network.contains(ip) && own && to.port() == CLIENT_PORT
+    };
+    assert!(
+        ok,
+        "reply to {to} for a request from {} (giaddr {}, ciaddr {}, {:?})",
+        r.source,
+        r.message.giaddr(),
+        r.message.ciaddr(),
+        r.port
+    );
+}
+
+const BIOS_PXE: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
+
+fn addr(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+/// A BIOS PXE DISCOVER (answered in both modes) with `giaddr`, from `source`.
+fn discover_via(giaddr: &str, source: &str) -> Request {
+    let mut m = msg(MAC_A, MessageType::Discover, vec![DhcpOption::ClassIdentifier(BIOS_PXE.to_vec())]);
+    m.set_giaddr(giaddr.parse::<Ipv4Addr>().unwrap());
+    if giaddr == "0.0.0.0" {
+        m.set_flags(Flags::default().set_broadcast());
+    }
+    Request { message: m, source: addr(source), port: Port::Dhcp }
+}
+
+/// The PXE firmware's REQUEST to the boot server on port 4011, from `source`.
+fn boot_request_from(source: &str) -> Request {
+    let mut m = msg(MAC_A, MessageType::Request, vec![DhcpOption::ClassIdentifier(BIOS_PXE.to_vec())]);
+    m.set_ciaddr(*addr(source).ip());
+    Request { message: m, source: addr(source), port: Port::PxeBoot }
+}
+
+/// An INFORM naming `ciaddr`, from `source`.
+fn inform(ciaddr: &str, source: &str) -> Request {
+    let mut m = msg(MAC_A, MessageType::Inform, vec![DhcpOption::ClassIdentifier(BIOS_PXE.to_vec())]);
+    m.set_ciaddr(ciaddr.parse::<Ipv4Addr>().unwrap());
+    Request { message: m, source: addr(source), port: Port::Dhcp }
+}
+
+/// A named request, the configuration it meets, where its reply goes and why it goes nowhere.
+type Case<'a> = (&'static str, &'a Config, Request, Option<SocketAddrV4>, Option<Refusal>);
+
+#[test]
+fn replies_go_only_where_they_should() {
+    let proxy = config(Mode::Proxy);
+    let full = config(Mode::Dhcp(pool()));
+    let mut public_site = config(Mode::Proxy);
+    public_site.relay_networks.push("198.51.100.0/24".parse().unwrap());
+    let mut no_relays = config(Mode::Proxy);
+    no_relays.relay_networks.clear();
+    let bcast = Some(addr("255.255.255.255:68"));
+    let relay_no_host = |ip: &str| Some(Refusal::RelayNotHost { giaddr: ip.parse().unwrap() });
+    let source_no_host = |ip: &str| Some(Refusal::SourceNotHost { sender: ip.parse().unwrap() });
+    let unrelayed = |m: &str| {
+        let mut d = discover_via("0.0.0.0", "0.0.0.0:68");
+        d.message.set_ciaddr(m.parse::<Ipv4Addr>().unwrap());
+        d
+    };
+    let cases: Vec<Case> = vec![
+        // Relayed requests: only to a relay of an allowed network, on port 67.
+        ("relayed from 10.20.0.1", &proxy, discover_via("10.20.0.1", "10.20.0.1:67"), Some(addr("10.20.0.1:67")), None),
+        ("relay port is 67", &proxy, discover_via("10.20.0.1", "10.20.0.1:9999"), Some(addr("10.20.0.1:67")), None),
+        ("giaddr multicast", &proxy, discover_via("224.0.0.1", "0.0.0.0:68"), None, relay_no_host("224.0.0.1")),
+        ("giaddr loopback", &proxy, discover_via("127.0.0.1", "0.0.0.0:68"), None, relay_no_host("127.0.0.1")),
+        (
+            "giaddr broadcast",
+            &proxy,
+            discover_via("255.255.255.255", "0.0.0.0:68"),
+            None,
+            relay_no_host("255.255.255.255"),
+        ),
+        ("giaddr reserved", &proxy, discover_via("240.0.0.1", "0.0.0.0:68"), None, relay_no_host("240.0.0.1")),
+        ("giaddr this network", &proxy, discover_via("0.1.2.3", "0.0.0.0:68"), None, relay_no_host("0.1.2.3")),
+        ("giaddr link-local", &proxy, discover_via("169.254.1.1", "0.0.0.0:68"), None, relay_no_host("169.254.1.1")),
+        ("giaddr parc itself", &proxy, discover_via("10.77.0.1", "0.0.0.0:68"), None, relay_no_host("10.77.0.1")),
+        (
+            "giaddr subnet broadcast",
+            &proxy,
+            discover_via("10.77.0.255", "0.0.0.0:68"),
+            None,
+            relay_no_host("10.77.0.255"),
+        ),
+        (
+            "giaddr public, not listed",
+            &proxy,
+            discover_via("8.8.8.8", "8.8.8.8:67"),
+            None,
+            Some(Refusal::RelayNotAllowed { giaddr: Ipv4Addr::new(8, 8, 8, 8) }),
+        ),
+        (
+            "giaddr public, listed",
+            &public_site,
+            discover_via("198.51.100.1", "198.51.100.1:67"),
+            Some(addr("198.51.100.1:67")),
+            None,
+        ),
+        (
+            "relays disabled",
+            &no_relays,
+            discover_via("10.20.0.1", "10.20.0.1:67"),
+            None,
+            Some(Refusal::RelayNotAllowed { giaddr: Ipv4Addr::new(10, 20, 0, 1) }),
+        ),
+        // Not relayed: broadcast, as before.
+        ("giaddr 0, broadcast flag", &proxy, discover_via("0.0.0.0", "0.0.0.0:68"), bcast, None),
+        ("dhcp mode offer", &full, discover_via("0.0.0.0", "0.0.0.0:68"), bcast, None),
+        ("dhcp mode, ciaddr multicast", &full, unrelayed("224.0.0.1"), bcast, None),
+        ("dhcp mode, ciaddr public", &full, unrelayed("8.8.8.8"), bcast, None),
+        // Sources no client has.
+        ("source loopback", &proxy, discover_via("0.0.0.0", "127.0.0.1:68"), None, source_no_host("127.0.0.1")),
+        ("source multicast", &proxy, discover_via("0.0.0.0", "224.0.0.1:68"), None, source_no_host("224.0.0.1")),
+        (
+            "source broadcast",
+            &full,
+            discover_via("0.0.0.0", "255.255.255.255:68"),
+            None,
+            source_no_host("255.255.255.255"),
+        ),
+        ("source parc", &full, discover_via("0.0.0.0", "10.77.0.1:68"), None, source_no_host("10.77.0.1")),
+        // Port 4011: back to the firmware, on 4011 if it asked from there, else 68.
+        ("4011 from 4011", &proxy, boot_request_from("10.77.0.188:4011"), Some(addr("10.77.0.188:4011")), None),
+        ("4011 from 68", &proxy, boot_request_from("10.77.0.188:68"), Some(addr("10.77.0.188:68")), None),
+        ("4011 from 9999", &proxy, boot_request_from("10.77.0.188:9999"), Some(addr("10.77.0.188:68")), None),
+        ("4011 routed client", &proxy, boot_request_from("10.20.0.50:4011"), Some(addr("10.20.0.50:4011")), None),
+        (
+            "4011 public source",
+            &proxy,
+            boot_request_from("8.8.8.8:4011"),
+            None,
+            Some(Refusal::SourceNotAllowed { sender: Ipv4Addr::new(8, 8, 8, 8) }),
+        ),
+        ("4011 from loopback", &proxy, boot_request_from("127.0.0.1:4011"), None, source_no_host("127.0.0.1")),
+        ("4011 from multicast", &proxy, boot_request_from("224.0.0.1:4011"), None, source_no_host("224.0.0.1")),
+        ("4011 subnet broadcast", &proxy, boot_request_from("10.77.0.255:4011"), None, source_no_host("10.77.0.255")),
+        // INFORM: to the client itself, on the imaging network, on port 68.
+        ("inform", &full, inform("10.77.0.9", "10.77.0.9:68"), Some(addr("10.77.0.9:68")), None),
+        ("inform from port 9999", &full, inform("10.77.0.9", "10.77.0.9:9999"), Some(addr("10.77.0.9:68")), None),
+        (
+            "inform ciaddr not source",
+            &full,
+            inform("10.77.0.9", "10.77.0.50:68"),
+            None,
+            Some(Refusal::ClientNotSource { ciaddr: ip(9), sender: ip(50) }),
+        ),
+        (
+            "inform ciaddr multicast",
+            &full,
+            inform("224.0.0.1", "10.77.0.50:68"),
+            None,
+            Some(Refusal::ClientNotSource { ciaddr: Ipv4Addr::new(224, 0, 0, 1), sender: ip(50) }),
+        ),
+        (
+            "inform off the imaging network",
+            &full,
+            inform("192.168.5.5", "192.168.5.5:68"),
+            None,
+            Some(Refusal::ClientOffNetwork { ciaddr: Ipv4Addr::new(192, 168, 5, 5), network: full.network }),
+        ),
+        ("inform from loopback", &full, inform("127.0.0.1", "127.0.0.1:68"), None, source_no_host("127.0.0.1")),
+        (
+            "inform to 4011, from 9999",
+            &proxy,
+            {
+                let mut r = inform("10.77.0.9", "10.77.0.9:9999");
+                r.port = Port::PxeBoot;
+                r
+            },
+            Some(addr("10.77.0.9:68")),
+            None,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, cfg, r, to, refused) in &cases {
+        let Some(reply) = handle(cfg, &Leases::default(), r, t(0)) else {
+            wrong.push(format!("{name}: not answered at all"));
+            continue;
+        };
+        let sent = reply.send.as_ref().map(|o| o.to);
+        if (sent, reply.refused) != (*to, *refused) {
+            wrong.push(format!("{name}: sent to {sent:?}, refused {:?}; expected {to:?}, {refused:?}", reply.refused));
+        }
+        if reply.refused.is_some() {
+            assert!(reply.send.is_none() && reply.lease.is_none(), "{name}: a refused reply sends and records nothing");
+        }
+        if let Some(out) = &reply.send {
+            assert_allowed(cfg, r, out.to);
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+}
+
+#[test]
+fn relayed_offer_keeps_the_relay_and_the_dhcp_mode_ignores_it() {
+    let o = handle(&config(Mode::Proxy), &Leases::default(), &discover_via("10.20.0.1", "10.20.0.1:67"), t(0)).unwrap();
+    let out = o.send.unwrap();
+    assert_eq!(
+        (ty(&out.message), out.message.giaddr(), out.to),
+        (MessageType::Offer, Ipv4Addr::new(10, 20, 0, 1), addr("10.20.0.1:67"))
+    );
+    // DHCP mode serves the imaging network only: a relayed request is not for it.
+    assert!(handle(&config(Mode::Dhcp(pool())), &Leases::default(), &discover_via("10.20.0.1", "10.20.0.1:67"), t(0))
+        .is_none());
+}
+
+#[test]
+fn refusals_tell_the_technician_what_to_do() {
+    let e = Refusal::RelayNotAllowed { giaddr: Ipv4Addr::new(8, 8, 8, 8) }.to_string();
+    assert!(e.contains("8.8.8.8") && e.contains("relay_networks") && e.contains("parc.toml"), "{e}");
 }

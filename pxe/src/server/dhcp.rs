@@ -13,7 +13,8 @@ use tracing::{debug, info, warn};
 
 use super::BindError;
 use crate::dhcp::lease::{BadLeaseFile, Leases};
-use crate::dhcp::{self, wire, Port, Request};
+
+use crate::dhcp::{self, wire, Port, Refusal, Request};
 use crate::sightings::Sightings;
 
 /// The DHCP server's sockets, from [`bind_dhcp`].
@@ -113,6 +114,8 @@ pub async fn run(
     };
     info!(
         server = %config.server_ip,
+        network = %config.network,
+        relay_networks = ?config.relay_networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
         mode = match config.mode { dhcp::Mode::Proxy => "proxy", dhcp::Mode::Dhcp(_) => "dhcp" },
         leases = leases.len(),
         "DHCP server listening"
@@ -150,6 +153,18 @@ pub async fn run(
             debug!(%source, xid = request.message.xid(), "DHCP request not for parc");
             continue;
         };
+        if let Some(refusal) = reply.refused {
+            let (mac, xid) = (mac_of(&request.message), request.message.xid());
+            // A relay outside the allowed networks may be a router of this site that the
+            // technician has to list; the other refusals are forged or broken packets, and a
+            // flood of them must not flood the log.
+            if matches!(refusal, Refusal::RelayNotAllowed { .. } | Refusal::SourceNotAllowed { .. }) {
+                warn!(%source, %mac, xid, reason = %refusal, "DHCP reply not sent");
+            } else {
+                debug!(%source, %mac, xid, reason = %refusal, "DHCP reply not sent");
+            }
+            continue;
+        }
         if let Some(lease) = reply.lease {
             info!(ip = %lease.ip, mac = %lease.mac, state = ?lease.state, "lease");
             // Offers are held for a minute and harmless to forget: only bindings, declines and
@@ -186,7 +201,14 @@ pub async fn run(
                 sightings.record_offer(crate::sightings::mac_of(&request.message), out.message.yiaddr());
             }
             if let Err(e) = socket.send_to(&bytes, SocketAddr::V4(out.to)).await {
-                warn!(to = %out.to, error = %e, "cannot send DHCP reply");
+                warn!(
+                    to = %out.to,
+                    mac = %mac_of(&request.message),
+                    xid = request.message.xid(),
+                    kind = ?out.message.opts().msg_type(),
+                    error = %e,
+                    "cannot send DHCP reply; the client will retry"
+                );
             }
         }
     }

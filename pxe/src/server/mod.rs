@@ -21,6 +21,7 @@
 //!     lease_file: "/var/lib/parc/leases.json".into(),
 //!     tftp: Default::default(),
 //!     tftp_port: 69,
+//!     relay_networks: parc_pxe::dhcp::PRIVATE_NETWORKS.to_vec(),
 //! };
 //! serve(config, shutdown.clone()).await
 //! # }
@@ -207,6 +208,9 @@ pub struct PxeConfig {
     /// Where DHCP exchanges and TFTP fetches of network-booting machines are recorded (the web
     /// server of the same `parc serve` reads them before issuing boot credentials).
     pub sightings: Arc<Sightings>,
+    /// Networks whose routers may relay DHCP to parc (`[pxe] relay_networks`; default
+    /// [`crate::dhcp::PRIVATE_NETWORKS`]): see [`crate::dhcp::Config::relay_networks`].
+    pub relay_networks: Vec<crate::dhcp::Ipv4Net>,
 }
 
 /// Network boot could not start or stopped on an error.
@@ -276,6 +280,8 @@ pub async fn serve(config: PxeConfig, shutdown: CancellationToken) -> Result<(),
     };
     let dhcp_config = crate::dhcp::Config {
         server_ip: iface.ip,
+        network: crate::dhcp::Ipv4Net::of(iface.ip, iface.netmask),
+        relay_networks: config.relay_networks.clone(),
         mode,
         boot: crate::boot::Config { http_base: config.http_base.clone(), uefi_loader: config.uefi_loader },
         menu_prompt: "parc".into(),

@@ -34,6 +34,8 @@ impl DhcpServer {
         let shutdown = CancellationToken::new();
         let config = dhcp::Config {
             server_ip: SERVER,
+            network: dhcp::Ipv4Net::of(SERVER, Ipv4Addr::new(255, 255, 255, 0)),
+            relay_networks: dhcp::PRIVATE_NETWORKS.to_vec(),
             mode,
             boot: boot::Config { http_base: "http://10.99.0.1:8080".into(), uefi_loader: boot::UefiLoader::SnpOnly },
             menu_prompt: "parc".into(),
@@ -297,6 +299,7 @@ fn serve_gives_firmware_a_loader_it_can_fetch() {
         lease_file: root.path().join("leases.json"),
         tftp: Default::default(),
         tftp_port: 69,
+        relay_networks: dhcp::PRIVATE_NETWORKS.to_vec(),
     };
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
