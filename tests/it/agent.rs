@@ -29,7 +29,7 @@ fn agent(a: &Appliance, mac: &str, disk: &str) -> (bool, String) {
     let cmdline = a.dir.path().join(format!("cmdline-{mac}"));
     std::fs::write(
         &cmdline,
-        format!("parc.server={} parc.mac={mac} parc.mode=task parc.token={}\n", a.srv.url, boot_token(&a.srv.url, mac)),
+        format!("parc.server={} parc.mac={mac} parc.mode=task parc.token={}\n", a.srv.url, boot_token(&a.admin, mac)),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_parc"))
@@ -171,7 +171,13 @@ fn registered_machine_picks_up_the_task_queued_for_it() {
     let mac = "52:54:00:a9:00:07";
     let target = loop_device(&a.dir.path().join("target.raw"), DISK_LEN);
     let cmdline = a.dir.path().join("cmdline");
-    std::fs::write(&cmdline, format!("parc.server={} parc.mac={mac} parc.mode=register\n", a.srv.url)).unwrap();
+    // An unknown machine's boot script: register mode, with a boot credential.
+    let token = boot_token(&a.admin, mac);
+    std::fs::write(
+        &cmdline,
+        format!("parc.server={} parc.mac={mac} parc.mode=register parc.token={token}\n", a.srv.url),
+    )
+    .unwrap();
     // `timeout`: an agent that never sees its task must fail the test, not hang it.
     let child = Command::new("timeout")
         .args([
@@ -184,7 +190,7 @@ fn registered_machine_picks_up_the_task_queued_for_it() {
             &target.0,
             "--no-reboot",
             "--poll-secs",
-            "1",
+            "2",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -140,9 +140,28 @@ pub fn token_of(script: &str) -> String {
         .to_string()
 }
 
-/// The task token of the boot script the server hands `mac` now.
-pub fn boot_token(url: &str, mac: &str) -> String {
-    token_of(&boot_script(url, mac))
+/// No PXE server runs beside these appliances, so nothing saw the machine boot: a technician
+/// allows `mac` to boot from the tests' loopback address, as on a site whose DHCP sends PCs
+/// straight to the boot script URL.
+pub fn grant(admin: &Api, mac: &str) {
+    let (s, r) = admin.post(&format!("/api/v1/machines/{mac}/netboot-grant"), json!({ "address": "127.0.0.1" }));
+    assert_eq!(s, 200, "netboot-grant {mac}: {r}");
+}
+
+/// The boot credential of the boot script the server hands `mac` now (granted first).
+pub fn boot_token(admin: &Api, mac: &str) -> String {
+    grant(admin, mac);
+    token_of(&boot_script(&admin.base, mac))
+}
+
+/// What the real agent does first: boot script, then hello with its boot credential. Returns
+/// the agent's client with the session the hello gave, and the hello's answer.
+pub fn agent_hello(admin: &Api, mac: &str, hw: Value) -> (Api, Value) {
+    let boot = Api::new(&admin.base, Some(&boot_token(admin, mac)));
+    let (s, hello) = boot.post("/api/v1/agent/hello", hw);
+    assert_eq!(s, 200, "hello of {mac}: {hello}");
+    let session = hello["session_token"].as_str().unwrap_or_else(|| panic!("no session in {hello}"));
+    (Api::new(&admin.base, Some(session)), hello)
 }
 
 /// `parc` CLI against the appliance with `api`'s token.
@@ -382,14 +401,15 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "install": true }));
     assert_eq!(s, 201, "{r}");
     let task_id = r["task"]["id"].as_i64().unwrap();
+    grant(&a.admin, mac);
     let script = boot_script(&a.srv.url, mac);
     let token = token_of(&script);
     assert!(script.contains("parc.mode=task"), "{script}");
-    let agent = Api::new(&a.srv.url, Some(&token));
     let hw = json!({ "mac": mac, "serial": "CZC1234XYZ", "uuid": "4c4c4544-0042", "model": "HP EliteDesk 800 G6", "memory_bytes": 8u64 << 30,
                      "disks": [{ "name": "nvme0n1", "size_bytes": 256_060_514_304u64, "bus": "nvme", "removable": false, "serial": "S4EWNX0R" }] });
-    let (s, hello) = agent.post("/api/v1/agent/hello", hw.clone());
+    let (s, hello) = Api::new(&a.srv.url, Some(&token)).post("/api/v1/agent/hello", hw.clone());
     assert_eq!(s, 200, "{hello}");
+    let agent = Api::new(&a.srv.url, Some(hello["session_token"].as_str().unwrap()));
     assert_eq!(hello["task"]["id"], task_id);
     assert_eq!(hello["task"]["image"]["digest"], a.image_digest.as_str());
     assert_eq!(hello["task"]["hostname"], "RAD-0001");
@@ -422,17 +442,13 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     // Reimage: a new task and a new token; the old token no longer works for it.
     let (s, r) = admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({ "reason": "retry after failure" }));
     assert_eq!(s, 200, "{r}");
-    let token2 = boot_token(&srv.url, mac);
-    assert_eq!(agent.get("/api/v1/agent/task").0, 409, "the old token belongs to the finished task");
-    let agent = Api::new(&srv.url, Some(&token2));
-    let (s, _) = agent.post("/api/v1/agent/hello", hw);
-    assert_eq!(s, 200);
+    assert_eq!(agent.get("/api/v1/agent/task").0, 409, "the old session belongs to the finished task");
+    let (agent, _) = agent_hello(&admin, mac, hw.clone());
     let (s, e) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": "0".repeat(64) }));
     assert_eq!(s, 409, "{e}");
     let (s, _) = admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({}));
     assert_eq!(s, 200);
-    let token3 = boot_token(&srv.url, mac);
-    let agent = Api::new(&srv.url, Some(&token3));
+    let (agent, hello) = agent_hello(&admin, mac, hw);
     let (s, done) = agent.post(
         "/api/v1/agent/done",
         json!({ "verified": true, "image_digest": image_digest, "bytes_fetched": 123, "disk": "/dev/nvme0n1" }),
@@ -442,15 +458,23 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     let (_, m) = admin.get(&format!("/api/v1/machines/{mac}"));
     assert_eq!(m["status"], "installed");
     assert_eq!(m["image_digest"], image_digest.as_str());
-    let (s, _) = agent.post("/api/v1/agent/first-boot", json!({}));
+    // The task's session cannot report the first boot; its single-use credential can, once.
+    assert_eq!(agent.post("/api/v1/agent/first-boot", json!({})).0, 401);
+    let first_boot = Api::new(&srv.url, Some(hello["first_boot_token"].as_str().unwrap()));
+    let (s, _) = first_boot.post("/api/v1/agent/first-boot", json!({}));
     assert_eq!(s, 200);
+    assert_eq!(first_boot.post("/api/v1/agent/first-boot", json!({})).0, 401, "replayed");
     let (_, m) = admin.get(&format!("/api/v1/machines/{mac}"));
     assert_eq!(m["status"], "ready");
-    // A machine with nothing to do boots its disk; an unknown one registers.
+    // A machine with nothing to do boots its disk; an unknown one registers, with a credential
+    // once parc has reason to believe it is booting from where it asks.
     let script = sh(&format!("curl -sS '{}/boot.ipxe?mac={mac}'", srv.url));
     assert!(script.contains("booting the local disk"), "{script}");
     let script = sh(&format!("curl -sS '{}/boot.ipxe?mac=52:54:00:ff:ff:ff'", srv.url));
-    assert!(script.contains("parc.mode=register") && !script.contains("parc.token"), "{script}");
+    assert!(!script.contains("kernel") && script.contains("did not see this machine boot"), "{script}");
+    grant(&admin, "52:54:00:ff:ff:ff");
+    let script = sh(&format!("curl -sS '{}/boot.ipxe?mac=52:54:00:ff:ff:ff'", srv.url));
+    assert!(script.contains("parc.mode=register") && script.contains("parc.token=pb_"), "{script}");
     let (s, h) = Api::new(&srv.url, None)
         .post("/api/v1/agent/hello", json!({ "mac": "52:54:00:ff:ff:ff", "model": "<script>x</script>" }));
     assert_eq!(s, 200, "{h}");
@@ -714,9 +738,7 @@ fn task_watch_and_the_live_stream_follow_an_agent() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let token = boot_token(&a.srv.url, "52:54:00:f0:00:01");
-    let agent = Api::new(&a.srv.url, Some(&token));
-    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": "52:54:00:f0:00:01" })).0, 200);
+    let (agent, _) = agent_hello(&a.admin, "52:54:00:f0:00:01", json!({ "mac": "52:54:00:f0:00:01" }));
     for i in 1..=3u64 {
         let (s, _) = agent.post(
             "/api/v1/agent/progress",

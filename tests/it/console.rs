@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance, boot_token, install_netboot, Api, Appliance};
+use crate::api::{agent_hello, appliance, install_netboot, Appliance};
 use crate::support::*;
 
 /// The W3C name of an element reference in WebDriver answers.
@@ -356,11 +356,9 @@ fn a_technician_moves_a_machine_among_10000_and_watches_it_live() {
 
     // A simulated agent boots, reports a model with HTML in it, and progresses: the open page
     // follows without being reloaded.
-    let token = boot_token(&srv, &target);
-    let agent = Api::new(&srv, Some(&token));
     let evil = "<img src=x onerror=alert(1)>EliteDesk";
-    let (s, h) = agent.post("/api/v1/agent/hello", json!({ "mac": target, "model": evil, "memory_bytes": 8u64 << 30 }));
-    assert_eq!(s, 200, "{h}");
+    let (agent, _) =
+        agent_hello(&a.admin, &target, json!({ "mac": target, "model": evil, "memory_bytes": 8u64 << 30 }));
     b.js("window.__notReloaded = true;");
     for (done, total) in [(25u64, 100u64), (75, 100)] {
         let p =

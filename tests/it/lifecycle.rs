@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance_with, boot_script, install_netboot, token_of, Api, Appliance};
+use crate::api::{agent_hello, appliance_with, boot_script, grant, install_netboot, Api, Appliance};
 use crate::support::*;
 
 /// Adds `mac` to radiologie with an install; the agent boots, says hello with its token and
@@ -15,9 +15,8 @@ fn running_task(a: &Appliance, mac: &str) -> (i64, Api) {
     let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "install": true }));
     assert_eq!(s, 201, "{r}");
     let id = r["task"]["id"].as_i64().unwrap();
-    let agent = Api::new(&a.srv.url, Some(&token_of(&boot_script(&a.srv.url, mac))));
-    let (s, h) = agent.post("/api/v1/agent/hello", json!({ "mac": mac, "serial": "CZC0001" }));
-    assert_eq!((s, h["task"]["id"].as_i64()), (200, Some(id)), "{h}");
+    let (agent, h) = agent_hello(&a.admin, mac, json!({ "mac": mac, "serial": "CZC0001" }));
+    assert_eq!(h["task"]["id"].as_i64(), Some(id), "{h}");
     let (s, p) = agent
         .post("/api/v1/agent/progress", json!({ "phase": "write", "bytes_done": 1 << 20, "bytes_total": 6 << 20 }));
     assert_eq!((s, p["continue"].clone()), (200, json!(true)), "{p}");
@@ -106,22 +105,21 @@ fn a_silent_agent_fails_its_task_and_late_reports_are_refused() {
 }
 
 /// After a failed or cancelled deployment the disk is unbootable or half written: the machine
-/// network-boots the agent in `failed` mode (no token) and its hello says which task ended how,
+/// network-boots the agent in `failed` mode and its hello says which task ended how,
 /// until a new task succeeds. A task cancelled before any agent started never touched the disk.
 #[test]
 fn a_machine_whose_deployment_failed_or_was_cancelled_boots_the_agent_never_its_disk() {
     let a = appliance_with(&format!("127.0.0.1:{}", free_port()), &[]);
     install_netboot(&a);
-    let anon = Api::new(&a.srv.url, None);
     let hello = |mac: &str| {
-        let (s, h) = anon.post("/api/v1/agent/hello", json!({ "mac": mac, "model": "HP EliteDesk 800 G6" }));
-        assert_eq!(s, 200, "{h}");
-        assert_eq!((&h["task"], &h["pending_task"]), (&Value::Null, &json!(false)), "{h}");
+        let (_, h) = agent_hello(&a.admin, mac, json!({ "mac": mac, "model": "HP EliteDesk 800 G6" }));
+        assert_eq!(h["task"], Value::Null, "{h}");
         h
     };
     let failed_mode = |mac: &str| {
+        grant(&a.admin, mac);
         let script = boot_script(&a.srv.url, mac);
-        assert!(script.contains("parc.mode=failed") && !script.contains("parc.token"), "{mac}: {script}");
+        assert!(script.contains("parc.mode=failed") && script.contains("parc.token=pb_"), "{mac}: {script}");
         assert!(!script.contains("local disk"), "{script}");
     };
 
@@ -151,20 +149,16 @@ fn a_machine_whose_deployment_failed_or_was_cancelled_boots_the_agent_never_its_
     // A new task boots the agent with its token; its success restores the local disk.
     let (s, r) = a.admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({}));
     assert_eq!(s, 200, "{r}");
-    let script = boot_script(&a.srv.url, mac);
-    assert!(script.contains("parc.mode=task"), "{script}");
-    let agent = Api::new(&a.srv.url, Some(&token_of(&script)));
-    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (agent, h) = agent_hello(&a.admin, mac, json!({ "mac": mac }));
+    assert_eq!(h["task"]["kind"], "reimage", "{h}");
     let (s, d) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
     assert_eq!(s, 200, "{d}");
     let script = boot_script(&a.srv.url, mac);
     assert!(script.contains("booting the local disk"), "{script}");
-    assert_eq!(hello(mac)["last_task"], Value::Null);
     // A capture only reads the disk: its failure does not make the disk unbootable.
     let (s, r) = a.admin.post(&format!("/api/v1/machines/{mac}/capture"), json!({ "image": "poste-ref" }));
     assert_eq!(s, 200, "{r}");
-    let agent = Api::new(&a.srv.url, Some(&token_of(&boot_script(&a.srv.url, mac))));
-    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (agent, _) = agent_hello(&a.admin, mac, json!({ "mac": mac }));
     assert_eq!(agent.post("/api/v1/agent/failed", json!({ "reason": "no space left in the store" })).0, 200);
     assert!(boot_script(&a.srv.url, mac).contains("booting the local disk"));
 
@@ -187,7 +181,6 @@ fn a_machine_whose_deployment_failed_or_was_cancelled_boots_the_agent_never_its_
     let id = r["task"]["id"].as_i64().unwrap();
     assert_eq!(a.admin.post(&format!("/api/v1/tasks/{id}/cancel"), json!({})).0, 200);
     assert!(boot_script(&a.srv.url, mac).contains("booting the local disk"));
-    assert_eq!(hello(mac)["last_task"], Value::Null);
 }
 
 /// One line of `inventory.csv` at HEAD of the appliance's profiles repository.

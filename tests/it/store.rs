@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::api::{appliance, boot_token, capture_into, capture_small_image, install_netboot, Api};
+use crate::api::{agent_hello, appliance, capture_into, capture_small_image, install_netboot, Api};
 use crate::support::*;
 
 fn s(p: &Path) -> &str {
@@ -99,8 +99,7 @@ fn a_task_that_ends_without_the_server_noticing_loses_its_pin_by_reconcile() {
     let (st, r) = a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "urgences", "install": true }));
     assert_eq!(st, 201, "{r}");
     let task = r["task"]["id"].as_i64().unwrap();
-    let agent = Api::new(&a.srv.url, Some(&boot_token(&a.srv.url, mac)));
-    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (agent, _) = agent_hello(&a.admin, mac, json!({ "mac": mac }));
     assert!(pin_file(&store, task).exists());
     let (st, r) = agent.post("/api/v1/agent/done", json!({ "verified": true, "image_digest": a.image_digest }));
     assert_eq!(st, 200, "{r}");
@@ -170,8 +169,7 @@ fn a_chunk_an_agent_reports_corrupt_is_rehashed_and_quarantined_then_a_recapture
     assert!(chunks.len() >= 2, "{chunks:?}");
 
     // An agent blames a chunk that is intact in the store: journaled, nothing moved.
-    let agent = Api::new(&a.srv.url, Some(&boot_token(&a.srv.url, mac)));
-    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (agent, _) = agent_hello(&a.admin, mac, json!({ "mac": mac }));
     let reason = format!("chunk {} is corrupt: content hashes to 00…", chunks[0]);
     let (st, r) = agent.post("/api/v1/agent/failed", json!({ "reason": reason, "chunk": chunks[0] }));
     assert_eq!(st, 200, "{r}");
@@ -189,8 +187,7 @@ fn a_chunk_an_agent_reports_corrupt_is_rehashed_and_quarantined_then_a_recapture
     assert_eq!(st, 200, "{r}");
     let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
     let task = m["task"]["id"].as_i64().unwrap();
-    let agent = Api::new(&a.srv.url, Some(&boot_token(&a.srv.url, mac)));
-    assert_eq!(agent.post("/api/v1/agent/hello", json!({ "mac": mac })).0, 200);
+    let (agent, _) = agent_hello(&a.admin, mac, json!({ "mac": mac }));
     let (st, r) = agent.post("/api/v1/agent/failed", json!({ "reason": "chunk corrupt", "chunk": bad }));
     assert_eq!(st, 200, "{r}");
     let ev = events(&a.admin, "chunk.quarantined");

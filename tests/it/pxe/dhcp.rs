@@ -6,12 +6,14 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parc_pxe::boot;
 use parc_pxe::dhcp::dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use parc_pxe::dhcp::{self, wire, Mode, Pool};
 use parc_pxe::server::dhcp::{bind_dhcp, run, DhcpSockets};
+use parc_pxe::sightings::Sightings;
 use tokio_util::sync::CancellationToken;
 
 use super::have;
@@ -24,6 +26,8 @@ struct DhcpServer {
     rt: tokio::runtime::Runtime,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<Result<(), parc_pxe::server::dhcp::DhcpServerError>>,
+    /// What the server saw network-booting.
+    sightings: Arc<Sightings>,
 }
 
 impl DhcpServer {
@@ -32,6 +36,8 @@ impl DhcpServer {
             Lab::inside(&lab.srv, || (bind_dhcp("veth0", 67).unwrap(), bind_dhcp("veth0", 4011).unwrap()));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let sightings = Arc::new(Sightings::default());
         let config = dhcp::Config {
             server_ip: SERVER,
             network: dhcp::Ipv4Net::of(SERVER, Ipv4Addr::new(255, 255, 255, 0)),
@@ -46,9 +52,10 @@ impl DhcpServer {
                 dhcp: tokio::net::UdpSocket::from_std(dhcp_std).unwrap(),
                 pxe_boot: Some(tokio::net::UdpSocket::from_std(pxe_std).unwrap()),
             };
-            rt.spawn(run(sockets, config, lease_file, shutdown.clone()))
+            let seen = sightings.clone();
+            rt.spawn(async move { run(sockets, config, lease_file, &seen, shutdown).await })
         };
-        DhcpServer { rt, shutdown, handle }
+        DhcpServer { rt, shutdown: stop, handle, sightings }
     }
 
     fn stop(self) {
@@ -275,6 +282,12 @@ fn proxy_dhcp_answers_pxe_firmware_on_67_and_4011_under_a_flood() {
         s68.send_to(&non_pxe, bcast).unwrap();
         assert!(recv_reply(&s68, wire::decode(&non_pxe).unwrap().xid()).is_none());
     });
+    // The firmware's exchange is the evidence the web server asks for: its MAC, from the address
+    // it asked port 4011 from; nobody else's address counts.
+    let mac = parc_pxe::sightings::mac_of(&wire::decode(&discover).unwrap());
+    let client = Ipv4Addr::new(10, 99, 0, 188);
+    assert_eq!(server.sightings.evidence(mac, client), Some(parc_pxe::sightings::Evidence::DhcpExchange));
+    assert_eq!(server.sightings.evidence(mac, Ipv4Addr::new(10, 99, 0, 189)), None);
     server.stop();
 }
 
@@ -300,7 +313,9 @@ fn serve_gives_firmware_a_loader_it_can_fetch() {
         tftp: Default::default(),
         tftp_port: 69,
         relay_networks: dhcp::PRIVATE_NETWORKS.to_vec(),
+        sightings: Arc::default(),
     };
+    let sightings = config.sightings.clone();
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
@@ -343,6 +358,10 @@ fn serve_gives_firmware_a_loader_it_can_fetch() {
             .unwrap();
         assert!(o.status.success(), "{o:?}");
         assert!(std::fs::read(&got).unwrap() == loader, "loader differs");
+        // The loader fetch counts for its address (any MAC: TFTP names none), no other address.
+        let client = Ipv4Addr::new(10, 99, 0, 188);
+        assert!(sightings.evidence([2, 0, 0, 0, 0, 9], client).is_some());
+        assert_eq!(sightings.evidence([2, 0, 0, 0, 0, 9], Ipv4Addr::new(10, 99, 0, 77)), None);
         shutdown.cancel();
         server.join().unwrap().expect("serve failed");
     });

@@ -33,7 +33,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let socket = rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0")).unwrap();
         let addr = socket.local_addr().unwrap();
-        let handle = rt.spawn(run(socket, root.path().to_owned(), config, shutdown.clone()));
+        let handle = rt.spawn(run(socket, root.path().to_owned(), config, None, shutdown.clone()));
         Server { addr, root, shutdown, rt: Some(rt), handle: Some(handle) }
     }
 
@@ -567,7 +567,7 @@ fn real_clients_through_packet_loss() {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     let socket = tokio::net::UdpSocket::bind("10.99.0.1:69").await.unwrap();
-                    run(socket, root_path, TftpConfig::default(), stop).await
+                    run(socket, root_path, TftpConfig::default(), None, stop).await
                 })
             })
         });

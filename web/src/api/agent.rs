@@ -187,14 +187,17 @@ pub async fn hello(
     let address = peer.ip().to_string();
     blocking(move || {
         let Some(token) = token else { return anonymous_hello(&st, &hw, &address) };
-        let credential = st
-            .db
-            .take_credential(&token_hash(&token), &[CredentialKind::Boot, CredentialKind::Standby])?
-            .ok_or_else(|| {
-                AppError::Unauthorized(
-                    "unknown, used or expired boot credential: boot the machine from the network again".into(),
-                )
-            })?;
+        let hash = token_hash(&token);
+        let Some(credential) = st.db.take_credential(&hash, &[CredentialKind::Boot, CredentialKind::Standby])? else {
+            // A task's session is no boot credential; from a task failed as lost, it is a late
+            // report, refused and journaled like the others.
+            if let Some(t) = st.db.task_by_token(&hash)?.filter(|t| t.mac == hw.mac) {
+                crate::lifecycle::refuse_late(&st, t.id, "hello", serde_json::to_value(&hw).unwrap_or_default())?;
+            }
+            return Err(AppError::Unauthorized(
+                "unknown, used or expired boot credential: boot the machine from the network again".into(),
+            ));
+        };
         if credential.mac != hw.mac {
             return Err(AppError::Unauthorized(format!("this credential is not for {}", hw.mac)));
         }
