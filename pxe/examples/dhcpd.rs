@@ -47,6 +47,6 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    run(sockets, config, rest.first().map(Into::into), shutdown).await?;
+    run(sockets, config, rest.first().map(Into::into), &Default::default(), shutdown).await?;
     Ok(())
 }

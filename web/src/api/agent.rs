@@ -132,9 +132,9 @@ pub struct LastTask {
 }
 
 /// A standby session lasts a working day; then the waiting machine must boot again.
-const STANDBY_TTL_MS: i64 = 24 * 3600_000;
+const STANDBY_TTL_MS: i64 = 24 * 3_600_000;
 /// The first-boot report may come days later (a PC installed on Friday, started on Monday).
-const FIRST_BOOT_TTL_MS: i64 = 30 * 24 * 3600_000;
+const FIRST_BOOT_TTL_MS: i64 = 30 * 24 * 3_600_000;
 /// The largest hello body: a PC with 64 disks and long model strings fits in a few KiB.
 pub const HELLO_BODY_LIMIT: usize = 64 * 1024;
 
