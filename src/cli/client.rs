@@ -57,6 +57,11 @@ pub struct ApiError {
     pub body: Value,
 }
 
+/// The API token this CLI presents: `PARC_TOKEN`, else the one `parc login` saved.
+pub fn saved_token() -> Result<Option<String>> {
+    Ok(std::env::var("PARC_TOKEN").ok().filter(|t| !t.is_empty()).or(saved()?.token))
+}
+
 #[derive(Debug)]
 pub struct Client {
     pub base: String,

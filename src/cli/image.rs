@@ -239,7 +239,11 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
             // A directory store is locked against gc for the whole deploy; an HTTP store is
             // the server's to protect. Network fetches want more requests in flight than cores.
             let (source, _lock, threads): (Box<dyn ChunkSource>, _, usize) = if is_url(&a.store.store) {
-                (Box::new(HttpStore::new(&a.store.store, HTTP_RETRY_FOR)), None, 8)
+                (
+                    Box::new(HttpStore::new(&a.store.store, HTTP_RETRY_FOR).with_token(super::client::saved_token()?)),
+                    None,
+                    8,
+                )
             } else {
                 let store = open_store(&a.store)?;
                 let lock = store.lock_shared()?;

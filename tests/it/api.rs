@@ -87,12 +87,8 @@ pub fn appliance_with(addr: &str, extra: &[&str]) -> Appliance {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut srv = start_with(&data, addr, extra);
-    let password = srv.admin_password();
-    let anon = Api::new(&srv.url, None);
-    let (s, tok) =
-        anon.post_with("/api/v1/tokens", json!({ "name": "tests" }), &[("Authorization", &basic("admin", &password))]);
-    assert_eq!(s, 201, "{tok}");
-    let admin = Api::new(&srv.url, tok["token"].as_str());
+    let token = srv.admin_token();
+    let admin = Api::new(&srv.url, Some(&token));
     let image_digest = capture_small_image(dir.path(), &data, "debian-poste", 1);
     Appliance { dir, data, srv, admin, image_digest }
 }
@@ -602,6 +598,7 @@ fn two_technicians_editing_the_same_machine() {
 #[test]
 fn chunk_requests_bad_digests_and_the_streaming_endpoint() {
     let a = appliance("127.0.0.1:0");
+    let auth = format!("-H 'Authorization: Bearer {}'", a.admin.token.as_deref().unwrap());
     let show = parc_json(&["image", "show", "debian-poste", "--store", a.data.join("store").to_str().unwrap()]);
     let digests: Vec<String> = show["manifest"]["regions"]
         .as_array()
@@ -619,14 +616,14 @@ fn chunk_requests_bad_digests_and_the_streaming_endpoint() {
         (format!("/chunks/{}", "A".repeat(64)), "400"),
         (format!("/manifests/{}", "f".repeat(63)), "400"),
     ] {
-        let code = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' '{}{path}'", a.srv.url));
+        let code = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {auth} '{}{path}'", a.srv.url));
         assert_eq!(code, want, "{path}");
     }
     // Many chunks in one response, byte-identical to the stored files.
     let out = a.dir.path().join("frames.bin");
     let body = json!({ "digests": digests }).to_string();
     let code = sh(&format!(
-        "curl -sS -o {} -w '%{{http_code}}' -H 'content-type: application/json' -d '{body}' {}/api/v1/chunks",
+        "curl -sS -o {} -w '%{{http_code}}' {auth} -H 'content-type: application/json' -d '{body}' {}/api/v1/chunks",
         out.display(),
         a.srv.url
     ));
@@ -643,11 +640,11 @@ fn chunk_requests_bad_digests_and_the_streaming_endpoint() {
     assert_eq!(at, bytes.len());
     let missing = json!({ "digests": [digests[0], "1".repeat(64)] }).to_string();
     let r = sh(&format!(
-        "curl -sS -w ' %{{http_code}}' -H 'content-type: application/json' -d '{missing}' {}/api/v1/chunks",
+        "curl -sS -w ' %{{http_code}}' {auth} -H 'content-type: application/json' -d '{missing}' {}/api/v1/chunks",
         a.srv.url
     ));
     assert!(r.ends_with(" 404") && r.contains(&"1".repeat(64)), "{r}");
-    let r = sh(&format!("curl -sS -w ' %{{http_code}}' -H 'content-type: application/json' -d '{{\"digests\":[\"../x\"]}}' {}/api/v1/chunks", a.srv.url));
+    let r = sh(&format!("curl -sS -w ' %{{http_code}}' {auth} -H 'content-type: application/json' -d '{{\"digests\":[\"../x\"]}}' {}/api/v1/chunks", a.srv.url));
     assert!(r.ends_with(" 400"), "{r}");
 }
 

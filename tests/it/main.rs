@@ -8,6 +8,7 @@ mod imaging;
 mod lab;
 mod lifecycle;
 mod pxe;
+mod security;
 mod serve;
 mod store;
 mod support;

@@ -2,7 +2,7 @@
 //! a corrupt chunk served.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
@@ -21,9 +21,17 @@ fn deploy_over_http_with_cacheable_chunks() {
         "--name",
         "base",
     ]);
-    let srv = start(&data, "127.0.0.1:0");
+    let mut srv = start(&data, "127.0.0.1:0");
+    let token = srv.admin_token();
     let target = dir.path().join("out.raw");
-    let d = parc_json(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap(), "--verify"]);
+    // Without a token the image is not readable over HTTP; with one it deploys.
+    let out = parc_run(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = parc_json_as(
+        &token,
+        &["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap(), "--verify"],
+    );
     assert_eq!(d["digest"], c["digest"]);
     assert!(d["bytes_fetched"].as_u64().unwrap() > 0);
     check_disk(&target, &disk);
@@ -80,9 +88,10 @@ fn deploy_survives_a_server_restart() {
         "1",
     ]);
     let addr = format!("127.0.0.1:{}", free_port());
-    let srv = start(&data, &addr);
+    let mut srv = start(&data, &addr);
+    let token = srv.admin_token();
     let target = dir.path().join("t.raw");
-    let mut deploy = Command::new(env!("CARGO_BIN_EXE_parc"))
+    let mut deploy = parc_as(&token)
         .args(["image", "deploy", "big", "--store", &srv.url, "--to", target.to_str().unwrap(), "--verify", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,7 +122,8 @@ fn deploy_survives_a_server_restart() {
     assert_eq!(r["verified_after_write"], true);
     assert_eq!(sha256_range(&target, MIB, 400 * MIB), sha256_range(&disk, MIB, 400 * MIB));
     // A rerun finds everything in place: nothing is fetched twice.
-    let again = parc_json(&["image", "deploy", "big", "--store", &_srv2.url, "--to", target.to_str().unwrap()]);
+    let again =
+        parc_json_as(&token, &["image", "deploy", "big", "--store", &_srv2.url, "--to", target.to_str().unwrap()]);
     assert_eq!(again["bytes_fetched"], 0);
 }
 
@@ -125,9 +135,10 @@ fn corrupt_chunk_served_over_http_is_refused() {
     let store = data.join("store");
     parc_json(&["image", "capture", disk.path.to_str().unwrap(), "--store", store.to_str().unwrap(), "--name", "base"]);
     let chunk = corrupt_root_chunk(&store, "base");
-    let srv = start(&data, "127.0.0.1:0");
+    let mut srv = start(&data, "127.0.0.1:0");
+    let token = srv.admin_token();
     let target = dir.path().join("out.raw");
-    let out = parc_run(&["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap()]);
+    let out = parc_run_as(&token, &["image", "deploy", "base", "--store", &srv.url, "--to", target.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&chunk) && err.contains("corrupt"), "{err}");

@@ -76,7 +76,10 @@ fn rm_refuses_what_departments_name_and_tasks_deploy_and_gc_keeps_what_a_task_fe
     assert_eq!((gc["manifests_pinned"].as_u64(), gc["chunks_removed"].as_u64()), (Some(1), Some(0)), "{gc}");
     // What the task's agent does: fetch the manifest and every chunk of its digest over HTTP.
     let target = data.join("deployed.raw");
-    let d = parc_json(&["image", "deploy", &image_digest, "--store", &srv.url, "--to", s(&target)]);
+    let d = parc_json_as(
+        admin.token.as_deref().unwrap(),
+        &["image", "deploy", &image_digest, "--store", &srv.url, "--to", s(&target)],
+    );
     assert_eq!(d["digest"], image_digest.as_str(), "{d}");
     assert_eq!(sha256_file(&target), sha256_file(&dir.path().join("debian-poste-1.raw")));
 

@@ -12,7 +12,32 @@ pub fn parc() -> Command {
 
 /// Runs `parc args…`, returning the output (success not checked).
 pub fn parc_run(args: &[&str]) -> Output {
-    let out = parc().args(args).output().expect("run parc");
+    run_parc(parc(), args)
+}
+
+/// `parc` presenting an API token (`PARC_TOKEN`), as a technician's shell would.
+pub fn parc_as(token: &str) -> Command {
+    let mut c = parc();
+    c.env("PARC_TOKEN", token).env("PARC_CONFIG", "/nonexistent/parc-cli.toml");
+    c
+}
+
+/// `parc_run` with an API token.
+pub fn parc_run_as(token: &str, args: &[&str]) -> Output {
+    run_parc(parc_as(token), args)
+}
+
+/// `parc_json` with an API token.
+pub fn parc_json_as(token: &str, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = parc_run_as(token, &a);
+    assert!(out.status.success(), "parc {a:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run_parc(mut cmd: Command, args: &[&str]) -> Output {
+    let out = cmd.args(args).output().expect("run parc");
     if !out.status.success() {
         eprintln!("parc {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -244,6 +269,19 @@ impl Server {
             }
         }
         panic!("parc serve printed no admin password");
+    }
+
+    /// An admin API token, made with the first start's one-time password.
+    pub fn admin_token(&mut self) -> String {
+        let password = self.admin_password();
+        let anon = crate::api::Api::new(&self.url, None);
+        let (s, tok) = anon.post_with(
+            "/api/v1/tokens",
+            serde_json::json!({ "name": "tests" }),
+            &[("Authorization", &crate::api::basic("admin", &password))],
+        );
+        assert_eq!(s, 201, "{tok}");
+        tok["token"].as_str().unwrap().to_string()
     }
 
     /// SIGTERM, and wait for a clean exit.

@@ -8,10 +8,14 @@ use parc_imager::digest::Digest;
 use parc_imager::store::ChunkSource;
 use serde::Serialize;
 
+use crate::access::ImageReader;
+use crate::auth::Caller;
 use crate::range::{self, RangeRequest};
 use crate::{blocking, AppError, AppState};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Immutable too, but for the credential's holder only: never in a shared cache.
+const PRIVATE: &str = "private, max-age=31536000, immutable";
 
 fn parse_digest(s: &str) -> Result<Digest, AppError> {
     s.parse().map_err(|e: parc_imager::digest::ParseDigestError| AppError::BadRequest(e.to_string()))
@@ -25,26 +29,36 @@ pub async fn chunk_get(
     let d = parse_digest(&digest)?;
     let store = st.store.clone();
     let body = blocking(move || Ok(store.read_chunk(&d)?)).await?;
-    Ok(immutable_body(&d, body, "application/zstd", &headers))
+    Ok(immutable_body(&d, body, "application/zstd", IMMUTABLE, &headers))
 }
 
+/// A manifest lists every chunk of an image: it is for a technician's token or the agent of
+/// a task deploying it, and no shared cache may keep it (`private`).
 pub async fn manifest_get(
     State(st): State<AppState>,
+    reader: ImageReader,
     Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let d = parse_digest(&digest)?;
+    reader.require_manifest(&d.to_string())?;
     let store = st.store.clone();
     let body = blocking(move || Ok(store.read_manifest(&d)?)).await?;
-    Ok(immutable_body(&d, body, "application/json", &headers))
+    Ok(immutable_body(&d, body, "application/json", PRIVATE, &headers))
 }
 
 /// A content-addressed body: strong ETag (the digest), conditional GET, single-range requests.
-fn immutable_body(d: &Digest, body: Vec<u8>, content_type: &'static str, headers: &HeaderMap) -> Response {
+fn immutable_body(
+    d: &Digest,
+    body: Vec<u8>,
+    content_type: &'static str,
+    cache_control: &'static str,
+    headers: &HeaderMap,
+) -> Response {
     let etag = format!("\"{d}\"");
     let mut resp_headers = HeaderMap::new();
     resp_headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
-    resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     resp_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
@@ -84,6 +98,7 @@ pub struct StreamRequest {
 /// it, not a truncated stream.
 pub async fn chunks_stream(
     State(st): State<AppState>,
+    _reader: ImageReader,
     crate::api::Json(req): crate::api::Json<StreamRequest>,
 ) -> Result<Response, AppError> {
     if req.digests.is_empty() || req.digests.len() > STREAM_MAX {
@@ -143,15 +158,17 @@ pub struct Resolved {
 
 pub async fn image_resolve(
     State(st): State<AppState>,
+    reader: ImageReader,
     Path(reference): Path<String>,
 ) -> Result<Json<Resolved>, AppError> {
+    reader.require_resolve(&reference)?;
     let store = st.store.clone();
     let r = reference.clone();
     let digest = blocking(move || Ok(store.resolve(&r)?)).await?;
     Ok(Json(Resolved { reference, digest }))
 }
 
-pub async fn images_list(State(st): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+pub async fn images_list(State(st): State<AppState>, _caller: Caller) -> Result<Json<serde_json::Value>, AppError> {
     let store = st.store.clone();
     let names = blocking(move || Ok(store.names()?)).await?;
     Ok(Json(serde_json::to_value(names).map_err(|e| AppError::Internal(e.to_string()))?))
@@ -194,7 +211,8 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = get("/chunks/..%2F..%2Fetc%2Fpasswd".to_string(), None).await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        // Image names are for credentials' holders (chunks are not).
         let r = get("/api/v1/images/none".to_string(), None).await.unwrap();
-        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 }

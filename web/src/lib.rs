@@ -3,6 +3,7 @@
 //! JSON API for technicians' tools and for agents (`/api/v1`, described by
 //! `/api/v1/openapi.json`), and the technicians' web console under `/` (`console/`).
 
+mod access;
 mod api;
 mod auth;
 mod boot;

@@ -199,7 +199,7 @@ fn do_task(
     }
     let image = work.image.as_ref().ok_or_else(|| task_err("the task names no image".into()))?;
     let digest_text = image.digest.as_deref().ok_or_else(|| task_err("the task's image has no digest".into()))?;
-    let store = HttpStore::new(&boot.server, RETRY_FOR);
+    let store = HttpStore::new(&boot.server, RETRY_FOR).with_token(api.token().map(str::to_string));
     let digest = store.resolve(digest_text).map_err(crate::Error::from)?;
     let bytes = store.read_manifest(&digest).map_err(crate::Error::from)?;
     let manifest = Manifest::decode(&bytes, Some(digest)).map_err(crate::Error::from)?;

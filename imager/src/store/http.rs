@@ -23,6 +23,10 @@ pub struct HttpStore {
     retry_for: Duration,
     /// Chunk body bytes received, every attempt counted (a retried or repeated fetch shows).
     chunk_bytes: AtomicU64,
+    /// Sent with image and manifest requests (`Authorization: Bearer`), never with chunk
+    /// requests: chunks are named by their digest, which only a manifest tells, and a request
+    /// without credentials is what a site's HTTP cache may answer from its copy.
+    token: Option<String>,
 }
 
 enum Attempt<T> {
@@ -50,7 +54,13 @@ impl HttpStore {
             agent: client(Duration::from_secs(60)),
             retry_for,
             chunk_bytes: AtomicU64::new(0),
+            token: None,
         }
+    }
+
+    /// The same store, presenting `token` for image names and manifests.
+    pub fn with_token(self, token: Option<String>) -> HttpStore {
+        HttpStore { token, ..self }
     }
 
     /// Chunk bytes received so far over every attempt, including those of failed or repeated
@@ -68,7 +78,11 @@ impl HttpStore {
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            let attempt = match self.agent.get(&url).call() {
+            let mut request = self.agent.get(&url);
+            if let Some(t) = self.token.as_deref().filter(|_| !path.starts_with("/chunks/")) {
+                request = request.header("Authorization", &format!("Bearer {t}"));
+            }
+            let attempt = match request.call() {
                 Ok(mut resp) => match resp.status().as_u16() {
                     200 => match read_body(resp.body_mut().with_config().limit(limit).reader(), count) {
                         Ok(body) => Attempt::Done(body),
@@ -76,6 +90,15 @@ impl HttpStore {
                     },
                     404 => Attempt::NotFound,
                     s if s >= 500 || s == 429 => Attempt::Retry(format!("server answered {s}")),
+                    401 | 403 => {
+                        return Err(StoreError::Http {
+                            url,
+                            reason: format!(
+                                "server answered {} (a credential that may read this image is needed)",
+                                resp.status().as_u16()
+                            ),
+                        })
+                    }
                     s => return Err(StoreError::Http { url, reason: format!("server answered {s}") }),
                 },
                 Err(e) => Attempt::Retry(e.to_string()),
