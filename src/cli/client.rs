@@ -190,17 +190,43 @@ pub fn login(a: LoginArgs) -> Result<ExitCode> {
         Ok(p) => p,
         Err(_) => read_password(&format!("password for {} on {base}: ", a.user))?,
     };
-    let basic = base64(&format!("{}:{}", a.user, password));
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cli".into());
     let name = a.token_name.unwrap_or_else(|| format!("parc login on {host}"));
     let client = Client::with(base.clone(), None);
-    let res = client
-        .agent
-        .post(&client.url("/tokens"))
-        .header("Authorization", &format!("Basic {basic}"))
-        .header("Content-Type", "application/json")
-        .send(&serde_json::to_vec(&serde_json::json!({ "name": name }))?[..]);
-    let body = client.finish("POST /tokens", res)?;
+    // The only two calls a login and password make.
+    let post_basic = |path: &str, password: &str, body: serde_json::Value| {
+        let basic = base64(&format!("{}:{}", a.user, password));
+        let res = client
+            .agent
+            .post(&client.url(path))
+            .header("Authorization", &format!("Basic {basic}"))
+            .header("Content-Type", "application/json")
+            .send(&serde_json::to_vec(&body)?[..]);
+        client.finish(&format!("POST {path}"), res)
+    };
+    let create = |password: &str| post_basic("/tokens", password, serde_json::json!({ "name": name }));
+    let body = match create(&password) {
+        // A one-time password (first start, or reset by an admin): choose the real one now.
+        Err(e)
+            if e.downcast_ref::<ApiError>()
+                .is_some_and(|a| a.status == 403 && a.message.contains("change its password")) =>
+        {
+            let new = match std::env::var("PARC_NEW_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    eprintln!("{}: this password must be changed before first use", a.user);
+                    let p = read_password("new password (at least 12 characters): ")?;
+                    if read_password("the new password again: ")? != p {
+                        bail!("the two new passwords differ; nothing was changed");
+                    }
+                    p
+                }
+            };
+            post_basic("/password", &password, serde_json::json!({ "new_password": new }))?;
+            create(&new)?
+        }
+        r => r?,
+    };
     let token = body["token"].as_str().context("the server returned no token")?.to_string();
     let path = config_path().context("no HOME and no PARC_CONFIG: nowhere to save the token")?;
     if let Some(dir) = path.parent() {

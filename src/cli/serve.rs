@@ -102,6 +102,24 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
     }
 }
 
+/// The data directory 0700 and the files at its top 0600, whatever an older parc or a restore
+/// left: `parc.db` holds password hashes.
+fn restrict_data_dir(data: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {} to {mode:o}", p.display()))
+    };
+    set(data, 0o700)?;
+    for entry in std::fs::read_dir(data).with_context(|| format!("reading {}", data.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            set(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 fn pxe_config(a: &Settings, iface: &str, sightings: Arc<Sightings>) -> Result<PxeConfig> {
     let mode = match (a.pxe_mode, &a.dhcp_range) {
         (PxeModeName::Proxy, None) => PxeMode::Proxy,
@@ -136,8 +154,12 @@ fn pxe_config(a: &Settings, iface: &str, sightings: Arc<Sightings>) -> Result<Px
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    // Password hashes, tokens' digests, the profiles (domain-join secrets may follow) and the
+    // images: nothing parc writes is for other local users.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    restrict_data_dir(&args.data)?;
     let file = super::config::load_or_create(&args.data)?;
     let a = settings(args, file);
     let (mut state, first) = parc_web::AppState::open(&a.data, a.remote.clone())
@@ -155,6 +177,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface, state.sightings.clone())).transpose()?;
     limit_malloc_arenas();
+    // One file per connection: systemd's default soft limit (1,024) is a campaign's undoing.
+    match parc_web::listener::raise_file_limit() {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     // SQLite, git and store reads run on blocking threads; a few dozen keep the disk busy,
     // hundreds would only multiply per-thread memory.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -182,8 +209,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             println!("created the profiles repository {} with example departments", a.data.join("profiles").display());
         }
         if let Some(pw) = &first.admin_password {
+            let file = a.data.join(parc_web::FIRST_PASSWORD_FILE);
+            std::fs::write(&file, format!("{pw}\n")).with_context(|| format!("writing {}", file.display()))?;
             println!("first start: console and API account 'admin', password {pw}");
-            println!("  (shown once; create a token: parc login --server http://{addr} --user admin)");
+            println!(
+                "  (also in {}, 0600, until changed; it must be changed at first login: parc login --server http://{addr} --user admin)",
+                file.display()
+            );
         }
         tokio::spawn(watch_profiles(state.clone(), a.pull_every, shutdown.clone()));
         tokio::spawn(sweep_lost_agents(state.clone(), a.agent_silence, shutdown.clone()));

@@ -56,6 +56,14 @@ impl Api {
         Self::finish(r.send(&serde_json::to_vec(&body).unwrap()[..]))
     }
 
+    /// PATCH without If-Match (accounts).
+    pub fn patch_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .auth(self.agent.patch(&format!("{}{path}", self.base)), &[])
+            .header("Content-Type", "application/json");
+        Self::finish(r.send(&serde_json::to_vec(&body).unwrap()[..]))
+    }
+
     pub fn patch(&self, path: &str, body: Value, if_match: &str) -> (u16, Value) {
         let r = self
             .auth(self.agent.patch(&format!("{}{path}", self.base)), &[("If-Match", if_match)])
@@ -185,7 +193,14 @@ fn user(a: &Appliance, login: &str, name: &str, role: &str) -> Api {
     assert_eq!(s, 201, "{u}");
     let pw = u["password"].as_str().unwrap();
     let anon = Api::new(&a.srv.url, None);
-    let (s, t) = anon.post_with("/api/v1/tokens", json!({ "name": login }), &[("Authorization", &basic(login, pw))]);
+    // A one-time password makes no token: it is changed first.
+    let (s, e) = anon.post_with("/api/v1/tokens", json!({ "name": login }), &[("Authorization", &basic(login, pw))]);
+    assert_eq!(s, 403, "{e}");
+    let new = format!("{login}-own-password");
+    let (s, r) =
+        anon.post_with("/api/v1/password", json!({ "new_password": new }), &[("Authorization", &basic(login, pw))]);
+    assert_eq!(s, 200, "{r}");
+    let (s, t) = anon.post_with("/api/v1/tokens", json!({ "name": login }), &[("Authorization", &basic(login, &new))]);
     assert_eq!(s, 201, "{t}");
     Api::new(&a.srv.url, t["token"].as_str())
 }
@@ -663,14 +678,8 @@ fn profiles_follow_a_central_repository() {
     )
     .unwrap();
     let mut srv = start(&data, "127.0.0.1:0");
-    let pw = srv.admin_password();
-    let (s, t) = Api::new(&srv.url, None).post_with(
-        "/api/v1/tokens",
-        json!({ "name": "t" }),
-        &[("Authorization", &basic("admin", &pw))],
-    );
-    assert_eq!(s, 201);
-    let admin = Api::new(&srv.url, t["token"].as_str());
+    let token = srv.admin_token();
+    let admin = Api::new(&srv.url, Some(&token));
     let (s, st) = admin.post("/api/v1/profiles/reload", json!({}));
     assert_eq!(s, 200, "{st}");
     assert!(st["last_sync_error"].is_null(), "{st}");

@@ -466,9 +466,24 @@ pub(crate) fn admin_password(stdout: &mut BufReader<ChildStdout>) -> String {
         .expect("parc serve printed no admin password")
 }
 
-/// An API token for the admin.
+/// An API token for the admin: its one-time password changed first (to the tests' one).
 pub(crate) fn lab_token(lab: &Lab, password: &str) -> String {
     let api = format!("http://{SERVER_IP}:8080/api/v1");
+    let body = format!(r#"{{"new_password":"{}"}}"#, crate::support::ADMIN_PASSWORD);
+    let changed = lab_curl(
+        lab,
+        &[
+            "-u",
+            &format!("admin:{password}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &format!("{api}/password"),
+        ],
+    );
+    assert!(changed.contains("\"ok\":true"), "POST /api/v1/password: {changed}");
+    let password = crate::support::ADMIN_PASSWORD;
     let reply = lab_curl(
         lab,
         &[

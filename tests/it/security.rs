@@ -219,3 +219,213 @@ fn a_reason_stays_one_line_in_the_commit_message() {
     assert!(msg.contains("Reason: routine Parc-Intent: forged By: someone else\n"), "{msg}");
     assert_eq!(msg.lines().filter(|l| l.starts_with("Parc-Intent:")).count(), 1, "{msg}");
 }
+
+/// Attack 4: 1,100 idle connections under a 1,024-file limit made every request time out.
+/// Now 10,000 idle connections from one address are mostly closed at once, and a boot script,
+/// a chunk and a console page still come from another address; a client that never finishes
+/// its request headers is cut off.
+#[test]
+fn ten_thousand_idle_connections_from_one_address_stop_nothing() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    raise_own_file_limit(30_000);
+    let a = appliance("127.0.0.1:0");
+    install_netboot(&a);
+    let server: SocketAddr = a.srv.url.trim_start_matches("http://").parse().unwrap();
+    let connect_from = |source: [u8; 4]| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        s.connect_timeout(&server.into(), std::time::Duration::from_secs(5)).map(|_| TcpStream::from(s))
+    };
+    // Headers never finished: closed by the server after its header timeout.
+    let mut slow = connect_from([127, 0, 0, 3]).unwrap();
+    slow.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let held: Vec<TcpStream> = (0..10_000).filter_map(|_| connect_from([127, 0, 0, 2]).ok()).collect();
+    assert!(held.len() >= 9_000, "only {} connections could be opened", held.len());
+
+    // Everyone else is served meanwhile (curl's own bound is a failure bound, not a measure).
+    let (shown, _) = curl_from("127.0.0.1", &format!("--max-time 20 '{}/boot.ipxe?mac=52:54:00:5c:00:09'", a.srv.url));
+    assert_eq!(shown, 200);
+    let (s, m) = a.admin.get(&format!("/manifests/{}", a.image_digest));
+    assert_eq!(s, 200, "{m}");
+    let chunk = m["regions"][0]["chunks"][0]["sha256"]
+        .as_str()
+        .or_else(|| m["partitions"][0]["chunks"][0]["sha256"].as_str())
+        .unwrap()
+        .to_string();
+    let (s, _) = curl_from("127.0.0.1", &format!("--max-time 20 -o /dev/null {}/chunks/{chunk}", a.srv.url));
+    assert_eq!(s, 200);
+    let (s, _) = curl_from("127.0.0.1", &format!("--max-time 20 -o /dev/null {}/login", a.srv.url));
+    assert_eq!(s, 200);
+
+    // The server closed what it did not admit: reading gives end of file at once.
+    let mut closed = 0;
+    for mut c in held {
+        c.set_read_timeout(Some(std::time::Duration::from_millis(1))).unwrap();
+        if matches!(c.read(&mut [0u8; 1]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 9_000 - 64, "only {closed} of the idle connections were closed");
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut rest = Vec::new();
+    assert!(slow.read_to_end(&mut rest).is_ok(), "a request without the end of its headers was kept open for 30 s");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
+}
+
+fn raise_own_file_limit(n: u64) {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max.min(n.max(l.rlim_cur));
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+}
+
+/// `curl` a JSON POST with Basic credentials from `source`: status and body.
+fn basic_post(a: &Appliance, source: &str, path: &str, login: &str, password: &str, body: &Value) -> (u16, String) {
+    curl_from(
+        source,
+        &format!("-u '{login}:{password}' -H 'Content-Type: application/json' -d '{body}' {}{path}", a.srv.url),
+    )
+}
+
+/// Attacks 5 and 8: Basic worked everywhere, unthrottled; a third party locked users out; a
+/// token made tokens; accounts and tokens could not be ended.
+#[test]
+fn logins_tokens_and_accounts() {
+    let a = appliance("127.0.0.1:0");
+    let (s, u) =
+        a.admin.post("/api/v1/users", json!({ "login": "tech1", "name": "Technicien Un", "role": "technician" }));
+    assert_eq!(s, 201, "{u}");
+    let one_time = u["password"].as_str().unwrap().to_string();
+    // Basic is no API credential.
+    let (s, e) = curl_from("127.0.0.1", &format!("-u 'tech1:{one_time}' {}/api/v1/machines", a.srv.url));
+    assert_eq!(s, 401, "{e}");
+    // A one-time password makes no token; `parc login` changes it, then saves a token.
+    let (s, e) = basic_post(&a, "127.0.0.1", "/api/v1/tokens", "tech1", &one_time, &json!({ "name": "x" }));
+    assert_eq!(s, 403, "{e}");
+    let config = a.dir.path().join("cli.toml");
+    let out = parc()
+        .args(["login", "--server", &a.srv.url, "--user", "tech1"])
+        .env("PARC_PASSWORD", &one_time)
+        .env("PARC_NEW_PASSWORD", "tech1-chosen-password")
+        .env("PARC_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = std::fs::read_to_string(&config).unwrap();
+    let token = saved.split("token = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let tech = Api::new(&a.srv.url, Some(&token));
+    assert_eq!(tech.get("/api/v1/machines").0, 200);
+    // A token cannot make tokens (the password is needed).
+    assert_eq!(tech.post("/api/v1/tokens", json!({ "name": "more" })).0, 401);
+
+    // Someone guesses tech1's password from 127.0.0.2: they are slowed down, tech1 is not.
+    let guesses: Vec<u16> = (0..30)
+        .map(|i| {
+            basic_post(&a, "127.0.0.2", "/api/v1/tokens", "tech1", &format!("guess-{i}"), &json!({ "name": "g" })).0
+        })
+        .collect();
+    assert!(guesses.iter().all(|s| *s == 401 || *s == 429), "{guesses:?}");
+    assert!(guesses.contains(&429), "the guesser was never throttled: {guesses:?}");
+    let (s, _) =
+        basic_post(&a, "127.0.0.2", "/api/v1/tokens", "tech1", "tech1-chosen-password", &json!({ "name": "g" }));
+    assert_eq!(s, 429, "the right password from the guessing address while throttled");
+    let (s, t) =
+        basic_post(&a, "127.0.0.1", "/api/v1/tokens", "tech1", "tech1-chosen-password", &json!({ "name": "desk" }));
+    assert_eq!(s, 201, "tech1 at their own desk was locked out: {t}");
+    let throttled = a.admin.get("/api/v1/events?kind=login.throttled").1;
+    assert!(!throttled.as_array().unwrap().is_empty(), "{throttled}");
+
+    // Tokens: listed without secrets, revoked, ended by a reset; expiry is bounded.
+    let (s, list) = tech.get("/api/v1/tokens");
+    assert_eq!(s, 200, "{list}");
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.iter().all(|t| t.get("token").is_none() && t["expires_at"].is_i64()), "{list:?}");
+    let desk: Value = serde_json::from_str(&t).unwrap();
+    let (s, r) = tech.post(&format!("/api/v1/tokens/{}/revoke", desk["id"]), json!({}));
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(Api::new(&a.srv.url, desk["token"].as_str()).get("/api/v1/machines").0, 401);
+    let (s, e) = basic_post(
+        &a,
+        "127.0.0.1",
+        "/api/v1/tokens",
+        "tech1",
+        "tech1-chosen-password",
+        &json!({ "name": "x", "expires_in_days": 4000 }),
+    );
+    assert_eq!(s, 400, "{e}");
+    // An admin demotes, disables and re-enables; disabling ends the tokens.
+    let (s, u) = a.admin.patch_json("/api/v1/users/tech1", json!({ "role": "readonly" }));
+    assert_eq!((s, u["role"].as_str()), (200, Some("readonly")), "{u}");
+    assert_eq!(tech.post("/api/v1/machines", json!({ "mac": "52:54:00:5c:00:10", "department": "radiologie" })).0, 403);
+    let (s, _) = a.admin.patch_json("/api/v1/users/tech1", json!({ "disabled": true, "reason": "left the hospital" }));
+    assert_eq!(s, 200);
+    assert_eq!(tech.get("/api/v1/machines").0, 401);
+    let (s, _) =
+        basic_post(&a, "127.0.0.1", "/api/v1/tokens", "tech1", "tech1-chosen-password", &json!({ "name": "x" }));
+    assert_eq!(s, 401, "a disabled account logs in");
+    assert_eq!(
+        a.admin.patch_json("/api/v1/users/admin", json!({ "disabled": true })).0,
+        409,
+        "the last admin disabled itself"
+    );
+    let (s, _) = a.admin.patch_json("/api/v1/users/tech1", json!({ "disabled": false }));
+    assert_eq!(s, 200);
+    let (s, r) = a.admin.post("/api/v1/users/tech1/reset-password", json!({}));
+    assert_eq!(s, 200, "{r}");
+    let (s, _) = basic_post(
+        &a,
+        "127.0.0.1",
+        "/api/v1/tokens",
+        "tech1",
+        r["password"].as_str().unwrap(),
+        &json!({ "name": "x" }),
+    );
+    assert_eq!(s, 403, "a reset password must be changed first");
+    let journal: Vec<String> = a
+        .admin
+        .get("/api/v1/events?kind=user.")
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["user.create", "user.password", "user.update", "user.reset"] {
+        assert!(journal.iter().any(|j| j == k), "{k} not journaled: {journal:?}");
+    }
+    assert!(!a.admin.get("/api/v1/events?kind=token.revoke").1.as_array().unwrap().is_empty());
+}
+
+/// Attack 9: the data directory was world-readable and the first password only in the log.
+#[test]
+fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut srv = start(&data, "127.0.0.1:0");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for f in ["parc.db", "parc.toml", "first-admin-password"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    let password = std::fs::read_to_string(data.join("first-admin-password")).unwrap();
+    assert_eq!(password.trim(), srv.admin_password());
+    // What parc creates is its own (git's checkout sets 0644 on files, which the 0700 directory
+    // above keeps from other users).
+    for d in ["store", "store/chunks", "netboot", "profiles"] {
+        assert_eq!(mode(&data.join(d)) & 0o077, 0, "{d} open to others");
+    }
+    // Once changed, the one-time password's file is gone.
+    let (s, r) = Api::new(&srv.url, None).post_with(
+        "/api/v1/password",
+        json!({ "new_password": ADMIN_PASSWORD }),
+        &[("Authorization", &crate::api::basic("admin", password.trim()))],
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(!data.join("first-admin-password").exists());
+}

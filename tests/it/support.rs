@@ -6,6 +6,9 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 
+/// The admin password of test appliances, once the one-time one is changed.
+pub const ADMIN_PASSWORD: &str = "admin-password-of-the-tests";
+
 pub fn parc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_parc"))
 }
@@ -271,14 +274,21 @@ impl Server {
         panic!("parc serve printed no admin password");
     }
 
-    /// An admin API token, made with the first start's one-time password.
+    /// An admin API token: the first start's one-time password changed to [`ADMIN_PASSWORD`]
+    /// (a one-time password creates no token), then a token made with it.
     pub fn admin_token(&mut self) -> String {
         let password = self.admin_password();
         let anon = crate::api::Api::new(&self.url, None);
+        let (s, r) = anon.post_with(
+            "/api/v1/password",
+            serde_json::json!({ "new_password": ADMIN_PASSWORD }),
+            &[("Authorization", &crate::api::basic("admin", &password))],
+        );
+        assert_eq!(s, 200, "{r}");
         let (s, tok) = anon.post_with(
             "/api/v1/tokens",
             serde_json::json!({ "name": "tests" }),
-            &[("Authorization", &crate::api::basic("admin", &password))],
+            &[("Authorization", &crate::api::basic("admin", ADMIN_PASSWORD))],
         );
         assert_eq!(s, 201, "{tok}");
         tok["token"].as_str().unwrap().to_string()

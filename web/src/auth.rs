@@ -1,7 +1,7 @@
-//! Who is calling: API clients present a token created by an admin (`Authorization: Bearer`);
-//! an admin may also present its login and password (`Basic`) to create tokens. Agents present
-//! the per-task token from their boot script (see `api::agent`). Secrets are stored as
-//! digests: sha256 for random tokens, argon2id for passwords.
+//! Who is calling: API clients present a token (`Authorization: Bearer`); a login and password
+//! (`Basic`) only create tokens and change the password ([`PasswordCaller`]). Agents present
+//! credentials of their own (see `api::agent`). Secrets are stored as digests: sha256 for
+//! random tokens, argon2id for passwords.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -81,29 +81,89 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|h| h.to_str().ok())
             .ok_or_else(|| AppError::Unauthorized("an API token is required (Authorization: Bearer …)".into()))?
             .to_string();
+        let Some(token) = header.strip_prefix("Bearer ").map(|t| t.trim().to_string()) else {
+            return Err(AppError::Unauthorized(if header.starts_with("Basic ") {
+                "a login and password only create tokens (POST /api/v1/tokens) or change the password \
+                 (POST /api/v1/password); present a token (Authorization: Bearer …)"
+                    .into()
+            } else {
+                "unsupported Authorization scheme (use Bearer)".into()
+            }));
+        };
         let db = st.db.clone();
-        crate::blocking(move || {
-            if let Some(token) = header.strip_prefix("Bearer ") {
-                let user = db.user_by_token(&token_hash(token.trim()))?;
-                return user.map(Caller).ok_or_else(|| AppError::Unauthorized("unknown or revoked API token".into()));
+        let user = crate::blocking(move || Ok(db.user_by_token(&token_hash(&token))?))
+            .await?
+            .ok_or_else(|| AppError::Unauthorized("unknown, revoked or expired API token".into()))?;
+        if user.must_change_password {
+            return Err(AppError::Forbidden(format!(
+                "user {} must change its password first (the console, or `parc login`)",
+                user.login
+            )));
+        }
+        Ok(Caller(user))
+    }
+}
+
+/// A caller who presented a login and password (`Basic`): throttled per login and address
+/// (a third party guessing from elsewhere locks nobody out), an unknown login costs the same
+/// hashing time as a known one, and hashing waits for one of a few permits. A pending password
+/// change is the caller's to check.
+#[derive(Debug, Clone)]
+pub struct PasswordCaller(pub User);
+
+impl FromRequestParts<AppState> for PasswordCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let (login, password) = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| decode_basic(b.trim()))
+            .ok_or_else(|| {
+                AppError::Unauthorized("a login and password are required (Authorization: Basic …)".into())
+            })?;
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let _permit = hashing_permit().await?;
+        let st = st.clone();
+        crate::blocking(move || match crate::console::session::check_login(&st, &login, &password, &ip, "API")? {
+            Ok(u) => Ok(PasswordCaller(u)),
+            Err(crate::console::session::LoginRefused::Throttled { wait_ms }) => Err(AppError::TooMany(format!(
+                "too many failed logins for {login:?} from this address: wait {} s",
+                (wait_ms + 999) / 1000
+            ))),
+            Err(crate::console::session::LoginRefused::Wrong) => {
+                Err(AppError::Unauthorized("wrong login or password".into()))
             }
-            if let Some(b64) = header.strip_prefix("Basic ") {
-                let (login, password) = decode_basic(b64.trim())
-                    .ok_or_else(|| AppError::Unauthorized("malformed Basic credentials".into()))?;
-                let user = db.user_by_login(&login)?;
-                return match user {
-                    Some(u)
-                        if !u.disabled && u.password_hash.as_deref().is_some_and(|h| verify_password(&password, h)) =>
-                    {
-                        Ok(Caller(u))
-                    }
-                    _ => Err(AppError::Unauthorized("wrong login or password".into())),
-                };
-            }
-            Err(AppError::Unauthorized("unsupported Authorization scheme (use Bearer)".into()))
         })
         .await
     }
+}
+
+/// Password hashing (argon2id, ~19 MiB and tens of milliseconds each) runs at most this many
+/// at once, whatever the number of guesses arriving: memory stays flat under a flood.
+const HASHING_AT_ONCE: usize = 2;
+/// Guesses waiting beyond this many are refused with 429 rather than queued.
+const HASHING_QUEUE: usize = 64;
+
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
+static HASHING_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A permit to hash one password; 429 when too many logins are already waiting.
+pub async fn hashing_permit() -> Result<tokio::sync::SemaphorePermit<'static>, AppError> {
+    use std::sync::atomic::Ordering;
+    if HASHING_WAITING.fetch_add(1, Ordering::SeqCst) >= HASHING_QUEUE {
+        HASHING_WAITING.fetch_sub(1, Ordering::SeqCst);
+        return Err(AppError::TooMany("too many logins at once; try again in a few seconds".into()));
+    }
+    let permit = HASHING.acquire().await;
+    HASHING_WAITING.fetch_sub(1, Ordering::SeqCst);
+    permit.map_err(|_| AppError::Internal("password hashing permits closed".into()))
 }
 
 fn decode_basic(b64: &str) -> Option<(String, String)> {

@@ -142,7 +142,10 @@ pub async fn netboot_file(State(st): State<AppState>, Path(file): Path<String>) 
     match tokio::fs::read(&path).await {
         Ok(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(AppError::NotFound(format!("the agent's {file} is not installed in {}", st.netboot_dir.display())))
+            tracing::warn!(path = %path.display(), "agent file missing");
+            Err(AppError::NotFound(format!(
+                "the agent's {file} is not installed on this appliance (iso/build-netboot)"
+            )))
         }
         Err(e) => Err(AppError::Internal(format!("{}: {e}", path.display()))),
     }

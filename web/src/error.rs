@@ -24,6 +24,8 @@ pub enum AppError {
     TooLarge(String),
     /// A rate limit: 429.
     TooMany(String),
+    /// The server could not answer in time: 503.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -41,6 +43,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -54,7 +57,8 @@ impl AppError {
             | AppError::NotFound(m)
             | AppError::Conflict(m)
             | AppError::TooLarge(m)
-            | AppError::TooMany(m) => m.clone(),
+            | AppError::TooMany(m)
+            | AppError::Unavailable(m) => m.clone(),
             AppError::Invalid { field, reason } => format!("{field}: {reason}"),
             AppError::Internal(_) => "internal error; see the appliance log".to_string(),
         }
@@ -72,9 +76,17 @@ impl std::fmt::Display for AppError {
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
+        // The store's own messages name its path on the appliance: clients get the digest or
+        // name only (the path stays in the log).
         match e {
-            StoreError::ChunkMissing { .. } | StoreError::ManifestMissing { .. } | StoreError::UnknownImage { .. } => {
-                AppError::NotFound(e.to_string())
+            StoreError::ChunkMissing { digest, .. } => {
+                AppError::NotFound(format!("chunk {digest} is not on this appliance"))
+            }
+            StoreError::ManifestMissing { digest, .. } => {
+                AppError::NotFound(format!("manifest {digest} is not on this appliance"))
+            }
+            StoreError::UnknownImage { reference, .. } => {
+                AppError::NotFound(format!("no image called {reference:?} on this appliance (see `parc image ls`)"))
             }
             StoreError::Ambiguous { .. } | StoreError::InvalidName { .. } => AppError::BadRequest(e.to_string()),
             other => AppError::Internal(other.to_string()),

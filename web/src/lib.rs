@@ -16,6 +16,7 @@ pub mod failpoint;
 pub mod grant;
 pub mod lifecycle;
 pub mod limits;
+pub mod listener;
 pub mod ops;
 pub mod profiles;
 pub mod range;
@@ -32,6 +33,9 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 pub use auth::{hash_password, new_password};
+
+/// Where `parc serve` writes the first admin's one-time password (0600), removed once changed.
+pub const FIRST_PASSWORD_FILE: &str = "first-admin-password";
 pub use error::AppError;
 
 use db::{Db, Event, NewEvent, Role};
@@ -42,6 +46,8 @@ pub struct AppState {
     pub store: Arc<DirStore>,
     /// `<data>/netboot`: the agent's `vmlinuz` and `initrd`.
     pub netboot_dir: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
     pub db: Arc<Db>,
     pub profiles: Arc<Profiles>,
     /// Inventory operations run one at a time: each is a git commit followed by task rows.
@@ -122,6 +128,7 @@ impl AppState {
         let state = AppState {
             store: Arc::new(store),
             netboot_dir,
+            data_dir: data.to_owned(),
             db: Arc::new(db),
             profiles: Arc::new(profiles),
             ops_lock: Arc::new(Mutex::new(())),
@@ -185,14 +192,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(e.to_string()))?
 }
 
-/// Serves `app` on an already-bound listener until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves `app` on an already-bound listener within the default [`listener::Bounds`] until
+/// `shutdown` completes, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    listener::serve(listener, app(state), listener::Bounds::default(), token).await
 }

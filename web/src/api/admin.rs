@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -10,8 +10,8 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::{Json, Query};
-use crate::auth::{self, Caller};
-use crate::db::{Event, EventQuery, NewEvent, Role, User};
+use crate::auth::{self, Caller, PasswordCaller};
+use crate::db::{Event, EventQuery, NewEvent, Role, TokenRow, User};
 use crate::{blocking, AppError, AppState};
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,40 +88,237 @@ pub(crate) fn live_stream(st: &AppState) -> Sse<impl Stream<Item = Result<SseEve
 pub struct TokenBody {
     /// What the token is for ("laptop of alice", "nightly script").
     name: String,
+    /// Days until it stops working: 1 to 365, default 90.
+    #[serde(default)]
+    expires_in_days: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct NewToken {
+    pub id: i64,
     pub token: String,
     pub user: String,
     pub role: Role,
     pub name: String,
+    pub expires_at: i64,
 }
 
-/// Creates an API token for the calling user (authenticate with login and password, Basic).
+const DAY_MS: i64 = 86_400_000;
+
+/// Creates an API token for the calling user, who must present its password (Basic): a
+/// stolen token cannot make more.
 pub async fn token_create(
     State(st): State<AppState>,
-    caller: Caller,
+    PasswordCaller(user): PasswordCaller,
     Json(b): Json<TokenBody>,
 ) -> Result<Response, AppError> {
-    caller.require(Role::Readonly)?;
-    if b.name.trim().is_empty() || b.name.len() > 100 {
+    if user.must_change_password {
+        return Err(AppError::Forbidden(format!(
+            "user {} must change its password first (POST /api/v1/password, the console, or `parc login`)",
+            user.login
+        )));
+    }
+    let name = crate::ops::one_line(&b.name);
+    if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::invalid("name", "1 to 100 characters"));
+    }
+    let days = b.expires_in_days.unwrap_or(90);
+    if !(1..=365).contains(&days) {
+        return Err(AppError::invalid("expires_in_days", "1 to 365"));
     }
     blocking(move || {
         let token = auth::new_secret("parc_");
-        st.db.create_token(caller.0.id, b.name.trim(), &auth::token_hash(&token))?;
-        let msg = format!("API token {:?} created for {}", b.name.trim(), caller.login());
+        let expires_at = crate::db::now_ms() + days * DAY_MS;
+        let id = st.db.create_token(user.id, &name, &auth::token_hash(&token), expires_at)?;
+        let msg = format!("API token #{id} {name:?} created for {}, valid {days} days", user.login);
         st.event(&NewEvent {
-            actor: caller.login(),
+            actor: &user.login,
             kind: "token.create",
             mac: None,
             task_id: None,
             message: &msg,
             data: None,
         })?;
-        let body = NewToken { token, user: caller.0.login.clone(), role: caller.0.role, name: b.name };
+        let body = NewToken { id, token, user: user.login.clone(), role: user.role, name, expires_at };
         Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensQuery {
+    /// Admins: every user's tokens (`all=true`).
+    #[serde(default)]
+    all: bool,
+}
+
+/// The caller's tokens (an admin may ask for everyone's): never their secrets.
+pub async fn tokens_list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TokensQuery>,
+) -> Result<Json<Vec<TokenRow>>, AppError> {
+    if q.all {
+        caller.require(Role::Admin)?;
+    }
+    blocking(move || Ok(Json(st.db.tokens((!q.all).then_some(caller.0.id))?))).await
+}
+
+/// Revokes a token: the caller's own, or anyone's for an admin. Journaled.
+pub async fn token_revoke(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<TokenRow>, AppError> {
+    blocking(move || {
+        let t = st.db.token(id)?.ok_or_else(|| AppError::NotFound(format!("no token #{id}")))?;
+        if t.user_id != caller.0.id {
+            caller.require(Role::Admin)?;
+        }
+        if !st.db.revoke_token(id)? {
+            return Err(AppError::Conflict(format!("token #{id} is already revoked")));
+        }
+        let msg = format!("API token #{id} {:?} of {} revoked", t.name, t.user);
+        st.event(&NewEvent {
+            actor: caller.login(),
+            kind: "token.revoke",
+            mac: None,
+            task_id: None,
+            message: &msg,
+            data: None,
+        })?;
+        Ok(Json(st.db.token(id)?.expect("exists")))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    new_password: String,
+}
+
+/// Changes the caller's own password (Basic with the current one). Every token and console
+/// session of the user ends: whoever had them must log in again.
+pub async fn password_change(
+    State(st): State<AppState>,
+    PasswordCaller(user): PasswordCaller,
+    Json(b): Json<PasswordBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_new_password(&b.new_password)?;
+    let _permit = auth::hashing_permit().await?;
+    blocking(move || {
+        st.db.set_password(user.id, &auth::hash_password(&b.new_password))?;
+        let revoked = st.db.revoke_tokens_of(user.id)?;
+        st.db.delete_sessions_of(user.id, None)?;
+        if user.must_change_password {
+            // The one-time password of the first start is no longer good for anything.
+            let _ = std::fs::remove_file(st.data_dir.join(crate::FIRST_PASSWORD_FILE));
+        }
+        let msg = format!("{} changed its password ({revoked} token(s) revoked, console sessions closed)", user.login);
+        st.event(&NewEvent {
+            actor: &user.login,
+            kind: "user.password",
+            mac: None,
+            task_id: None,
+            message: &msg,
+            data: None,
+        })?;
+        Ok(Json(serde_json::json!({ "ok": true, "tokens_revoked": revoked })))
+    })
+    .await
+}
+
+pub(crate) fn check_new_password(p: &str) -> Result<(), AppError> {
+    if p.chars().count() < 12 || p.chars().count() > 200 {
+        return Err(AppError::invalid("new_password", "12 to 200 characters"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// An admin changes a user's role or disables/enables the account. Disabling ends its tokens
+/// and sessions at once. An admin cannot disable or demote itself (someone must stay admin).
+pub async fn user_update(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(login): Path<String>,
+    Json(b): Json<UserPatch>,
+) -> Result<Json<User>, AppError> {
+    caller.require(Role::Admin)?;
+    if b.role.is_none() && b.disabled.is_none() {
+        return Err(AppError::invalid("role", "give role and/or disabled"));
+    }
+    blocking(move || {
+        let u = st.db.user_by_login(&login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
+        if u.id == caller.0.id && (b.disabled == Some(true) || b.role.is_some_and(|r| r != Role::Admin)) {
+            return Err(AppError::Conflict("an admin cannot disable or demote itself; ask another admin".into()));
+        }
+        st.db.update_user(u.id, b.role, b.disabled)?;
+        let mut changes = Vec::new();
+        if let Some(r) = b.role {
+            changes.push(format!("role {} → {}", u.role.as_str(), r.as_str()));
+        }
+        if let Some(d) = b.disabled {
+            changes.push(if d { "disabled".to_string() } else { "enabled".to_string() });
+            if d {
+                st.db.revoke_tokens_of(u.id)?;
+                st.db.delete_sessions_of(u.id, None)?;
+            }
+        }
+        let mut msg = format!("user {}: {}", u.login, changes.join(", "));
+        if let Some(r) = b.reason.as_deref().map(crate::ops::one_line).filter(|r| !r.is_empty()) {
+            msg.push_str(&format!(": {r}"));
+        }
+        st.event(&NewEvent {
+            actor: caller.login(),
+            kind: "user.update",
+            mac: None,
+            task_id: None,
+            message: &msg,
+            data: None,
+        })?;
+        Ok(Json(st.db.user_by_login(&login)?.expect("exists")))
+    })
+    .await
+}
+
+/// An admin resets a user's password: a one-time password, returned once, to be changed at
+/// next login; the user's tokens and sessions end.
+pub async fn user_reset_password(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(login): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    caller.require(Role::Admin)?;
+    let _permit = auth::hashing_permit().await?;
+    blocking(move || {
+        let u = st.db.user_by_login(&login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
+        let password = auth::new_password();
+        st.db.reset_password(u.id, &auth::hash_password(&password))?;
+        let revoked = st.db.revoke_tokens_of(u.id)?;
+        st.db.delete_sessions_of(u.id, None)?;
+        let msg = format!("password of {} reset ({revoked} token(s) revoked); to be changed at next login", u.login);
+        st.event(&NewEvent {
+            actor: caller.login(),
+            kind: "user.reset",
+            mac: None,
+            task_id: None,
+            message: &msg,
+            data: None,
+        })?;
+        Ok(Json(serde_json::json!({ "login": u.login, "password": password, "tokens_revoked": revoked })))
     })
     .await
 }
@@ -171,8 +368,14 @@ pub(crate) fn create_user(st: &AppState, caller: &Caller, b: &UserBody) -> Resul
     {
         return Err(AppError::invalid("login", "1 to 64 letters, digits, '.', '_' or '-'"));
     }
-    if b.name.trim().is_empty() {
-        return Err(AppError::invalid("name", "required (it is the author name of the git commits this user makes)"));
+    if b.name.trim().is_empty() || b.name.chars().count() > 100 || b.name.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            "1 to 100 characters, no control characters (it is the author name of the git commits this user makes)",
+        ));
+    }
+    if b.email.as_deref().is_some_and(|e| e.len() > 200 || e.chars().any(|c| c.is_control() || c == '<' || c == '>')) {
+        return Err(AppError::invalid("email", "at most 200 characters, no control characters or angle brackets"));
     }
     if b.password.as_deref().is_some_and(|p| p.chars().count() < 12) {
         return Err(AppError::invalid("password", "at least 12 characters"));

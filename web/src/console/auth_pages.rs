@@ -83,8 +83,10 @@ pub async fn login(State(st): State<AppState>, req: Request) -> Response {
     }
     let st2 = st.clone();
     let ip2 = ip.clone();
+    let permit = crate::auth::hashing_permit().await;
     let result = blocking(move || {
-        Ok(match session::check_login(&st2, &login, &password, &ip2)? {
+        let _permit = permit?;
+        Ok(match session::check_login(&st2, &login, &password, &ip2, "console")? {
             Ok(user) => Ok((session::open_session(&st2, &user, &ip2)?, user.must_change_password)),
             Err(refused) => Err(refused),
         })
@@ -193,12 +195,19 @@ pub async fn password_change(State(st): State<AppState>, form: CsrfForm) -> Resu
     blocking(move || {
         st.db.set_password(user.id, &hash_password(&new))?;
         st.db.delete_sessions_of(user.id, Some(&keep))?;
+        let revoked = st.db.revoke_tokens_of(user.id)?;
+        if user.must_change_password {
+            let _ = std::fs::remove_file(st.data_dir.join(crate::FIRST_PASSWORD_FILE));
+        }
         st.event(&NewEvent {
             actor: &user.login,
             kind: "user.password",
             mac: None,
             task_id: None,
-            message: &format!("{} changed their password in the console; their other sessions were closed", user.login),
+            message: &format!(
+                "{} changed their password in the console; their other sessions were closed, {revoked} API token(s) revoked",
+                user.login
+            ),
             data: None,
         })?;
         Ok(())

@@ -8,7 +8,7 @@ mod auth_pages;
 mod csrf;
 pub mod i18n;
 mod pages;
-mod session;
+pub(crate) mod session;
 
 use std::borrow::Borrow;
 

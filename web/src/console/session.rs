@@ -116,9 +116,18 @@ pub use crate::url_encode;
 
 /// Only local paths are followed after login: `next=https://elsewhere` would make the login
 /// page an open redirect.
+/// Browsers drop tabs, newlines and other controls from URLs (`/\t/evil.example` becomes
+/// `//evil.example`), so any control character or whitespace is refused too.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -157,8 +166,11 @@ pub fn check_login(
     login: &str,
     password: &str,
     ip: &str,
+    through: &str,
 ) -> Result<Result<User, LoginRefused>, AppError> {
-    let keys = [format!("login:{}", login.to_lowercase()), format!("ip:{ip}")];
+    // Per login *at this address*, and per address: someone guessing from elsewhere slows
+    // themselves down, never the user at their own desk.
+    let keys = [format!("login:{}@{ip}", login.to_lowercase()), format!("ip:{ip}")];
     let now = now_ms();
     for k in &keys {
         if let Some((n, last)) = st.db.login_failures(k)? {
@@ -188,11 +200,11 @@ pub fn check_login(
             let n = keys.iter().map(|k| st.db.login_failed(k)).collect::<Result<Vec<_>, _>>()?;
             let worst = n.into_iter().max().unwrap_or(0);
             let msg = if worst >= FREE_FAILURES {
-                format!("console login refused for {login:?} from {ip}: {worst} failures, now throttled")
+                format!("{through} login refused for {login:?} from {ip}: {worst} failures, now throttled")
             } else {
-                format!("console login refused for {login:?} from {ip}: wrong login or password")
+                format!("{through} login refused for {login:?} from {ip}: wrong login or password")
             };
-            tracing::warn!(login, ip, failures = worst, "console login refused");
+            tracing::warn!(login, ip, through, failures = worst, "login refused");
             st.event(&NewEvent {
                 actor: "parc",
                 kind: if worst >= FREE_FAILURES { "login.throttled" } else { "login.failed" },
@@ -240,6 +252,9 @@ mod tests {
         assert_eq!(safe_next(Some("/machines?q=a")), "/machines?q=a");
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        for sneaky in ["/\t/evil.example", "/\n/evil.example", "/ /evil.example", "/\u{0}x"] {
+            assert_eq!(safe_next(Some(sneaky)), "/", "{sneaky:?}");
+        }
         assert_eq!(safe_next(None), "/");
         assert_eq!(url_encode("/a b?c=d&e"), "%2Fa%20b%3Fc%3Dd%26e");
     }

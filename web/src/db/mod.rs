@@ -19,7 +19,7 @@ pub use credentials::{Credential, CredentialKind};
 pub use intents::{Applied, Intent, Step, TRAILER as INTENT_TRAILER};
 pub use sessions::SessionRow;
 pub use tasks::{BatchSummary, NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
-pub use users::{Role, User};
+pub use users::{Role, TokenRow, User};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
 const MIGRATIONS: &[&str] = &[
@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_lost_agents.sql"),
     include_str!("migrations/0004_intents.sql"),
     include_str!("migrations/0005_agent_credentials.sql"),
+    include_str!("migrations/0006_token_expiry.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
