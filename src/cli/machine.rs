@@ -35,6 +35,25 @@ pub enum MachineCmd {
     Edit(EditArgs),
     /// Power a machine on over the network (Wake-on-LAN from the appliance; journaled).
     Wake(OneArgs),
+    /// Allow a machine (or any MAC) a boot credential from one address for a few minutes, where
+    /// the appliance sees neither its DHCP nor its TFTP (the site's DHCP points at the boot URL).
+    NetbootGrant(GrantArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Hostname or MAC (a MAC not in the inventory: an unknown PC that will register).
+    machine: String,
+    /// The IPv4 address the machine will boot from.
+    #[arg(long = "from")]
+    address: String,
+    /// 1 to 120.
+    #[arg(long, default_value_t = 15)]
+    minutes: u64,
+    #[command(flatten)]
+    why: Why,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +209,7 @@ impl MachineCmd {
             MachineCmd::Replace(a) => a.server.json,
             MachineCmd::Reimage(a) | MachineCmd::Retire(a) | MachineCmd::Wake(a) => a.server.json,
             MachineCmd::Edit(a) => a.server.json,
+            MachineCmd::NetbootGrant(a) => a.server.json,
         }
     }
 }
@@ -240,6 +260,13 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
         MachineCmd::Reimage(a) => action(&a.server, &a.machine, "reimage", json!({}), a.why.reason),
         MachineCmd::Retire(a) => action(&a.server, &a.machine, "retire", json!({}), a.why.reason),
         MachineCmd::Wake(a) => action(&a.server, &a.machine, "wake", json!({}), a.why.reason),
+        MachineCmd::NetbootGrant(a) => action(
+            &a.server,
+            &a.machine,
+            "netboot-grant",
+            json!({ "address": a.address, "minutes": a.minutes }),
+            a.why.reason,
+        ),
         MachineCmd::Edit(a) => {
             let c = Client::new(&a.server)?;
             let body = json!({

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per noun.
 
+mod account;
 mod agent;
 mod client;
 mod config;
@@ -45,6 +46,12 @@ pub enum Cmd {
     Department(department::DepartmentCmd),
     /// Create an API token with a login and password, and save it for later commands.
     Login(client::LoginArgs),
+    /// Accounts: list, add, role, disable, enable, reset-password (admin).
+    #[command(subcommand)]
+    User(account::UserCmd),
+    /// Your API tokens: list, revoke.
+    #[command(subcommand)]
+    Token(account::TokenCmd),
     /// The agent on a network-booted machine (started by its initramfs).
     Agent(agent::AgentArgs),
 }
@@ -56,6 +63,8 @@ impl Cli {
             Cmd::Machine(c) => c.json(),
             Cmd::Task(c) => c.json(),
             Cmd::Department(c) => c.json(),
+            Cmd::User(c) => c.json(),
+            Cmd::Token(c) => c.json(),
             Cmd::Serve(_) | Cmd::Login(_) | Cmd::Agent(_) => false,
         }
     }
@@ -69,6 +78,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Task(c) => task::run(c),
         Cmd::Department(c) => department::run(c),
         Cmd::Login(a) => client::login(a),
+        Cmd::User(c) => account::run_user(c),
+        Cmd::Token(c) => account::run_token(c),
         Cmd::Agent(a) => agent::run(a),
     }
 }

@@ -399,6 +399,22 @@ fn logins_tokens_and_accounts() {
         assert!(journal.iter().any(|j| j == k), "{k} not journaled: {journal:?}");
     }
     assert!(!a.admin.get("/api/v1/events?kind=token.revoke").1.as_array().unwrap().is_empty());
+
+    // The same from the CLI.
+    let (token, url) = (a.admin.token.as_deref().unwrap(), a.srv.url.as_str());
+    let users = parc_json_as(token, &["user", "ls", "--server", url]);
+    assert!(users.as_array().unwrap().iter().any(|u| u["login"] == "tech1"), "{users}");
+    let r = parc_json_as(token, &["user", "disable", "tech1", "-m", "contract ended", "--server", url]);
+    assert_eq!(r["disabled"], true, "{r}");
+    let r = parc_json_as(token, &["user", "role", "tech1", "technician", "--server", url]);
+    assert_eq!(r["role"], "technician", "{r}");
+    let tokens = parc_json_as(token, &["token", "ls", "--all", "--server", url]);
+    assert!(tokens.as_array().unwrap().len() >= 3, "{tokens}");
+    let g = parc_json_as(
+        token,
+        &["machine", "netboot-grant", "52:54:00:5c:00:11", "--from", "10.20.0.57", "--server", url],
+    );
+    assert_eq!((g["address"].as_str(), g["minutes"].as_u64()), (Some("10.20.0.57"), Some(15)), "{g}");
 }
 
 /// Attack 9: the data directory was world-readable and the first password only in the log.
