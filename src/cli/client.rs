@@ -29,6 +29,9 @@ pub struct ServerArgs {
 struct SavedConfig {
     server: Option<String>,
     token: Option<String>,
+    /// The appliance's own CA, pinned by `parc login --fingerprint`.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
 }
 
 fn config_path() -> Option<PathBuf> {
@@ -79,11 +82,12 @@ impl Client {
             .or(saved.server)
             .unwrap_or_else(|| DEFAULT_SERVER.to_string());
         let token = std::env::var("PARC_TOKEN").ok().filter(|t| !t.is_empty()).or(saved.token);
-        Ok(Client::with(base, token))
+        Ok(Client::with(base, token, saved.ca_file.as_deref()))
     }
 
-    fn with(base: String, token: Option<String>) -> Client {
-        let agent = parc_imager::store::http::client(Duration::from_secs(600));
+    fn with(base: String, token: Option<String>, ca_file: Option<&std::path::Path>) -> Client {
+        let roots = parc_imager::store::http::trust(ca_file);
+        let agent = parc_imager::store::http::client_trusting(Duration::from_secs(600), &roots);
         Client { base: base.trim_end_matches('/').to_string(), token, agent }
     }
 
@@ -180,19 +184,57 @@ pub struct LoginArgs {
     /// Name of the token created (shown in the journal).
     #[arg(long)]
     token_name: Option<String>,
+    /// SHA-256 fingerprint of the appliance's own CA, as `parc serve` printed it: its
+    /// certificate is fetched, checked against it, and trusted from then on.
+    #[arg(long)]
+    fingerprint: Option<String>,
+}
+
+/// Fetches `<base>/tls/ca.pem` (unverified: anyone could answer), checks it against the
+/// fingerprint the technician gives, and saves it beside the CLI's settings.
+fn pin_ca(base: &str, fingerprint: &str, config: &std::path::Path) -> Result<PathBuf> {
+    let agent = parc_imager::store::http::client_unverified(Duration::from_secs(30));
+    let mut res =
+        agent.get(&format!("{base}/tls/ca.pem")).call().with_context(|| format!("fetching {base}/tls/ca.pem"))?;
+    let pem = res.body_mut().with_config().limit(64 << 10).read_to_vec().context("reading the CA certificate")?;
+    let cert = ureq::tls::parse_pem(&pem)
+        .find_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .with_context(|| format!("{base}/tls/ca.pem holds no certificate"))?;
+    let got = parc_web::tls::fingerprint(cert.der());
+    let norm = |f: &str| f.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_uppercase();
+    if norm(&got) != norm(fingerprint) {
+        bail!(
+            "the appliance at {base} presents a CA with fingerprint {got}, not {fingerprint}: \
+             someone may be in the way, or this is another appliance; nothing was saved"
+        );
+    }
+    let path = config.with_file_name("ca.pem");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_private(&path, &String::from_utf8_lossy(&pem))?;
+    Ok(path)
 }
 
 /// Creates a token with login and password (read from PARC_PASSWORD or the terminal) and
 /// saves server and token for later commands.
 pub fn login(a: LoginArgs) -> Result<ExitCode> {
     let base = Client::new(&a.server)?.base;
+    let config = config_path().context("no HOME and no PARC_CONFIG: nowhere to save the token")?;
+    let ca_file = match &a.fingerprint {
+        Some(f) => Some(pin_ca(&base, f, &config)?),
+        None => saved()?.ca_file.filter(|_| a.server.server.is_none()),
+    };
     let password = match std::env::var("PARC_PASSWORD") {
         Ok(p) => p,
         Err(_) => read_password(&format!("password for {} on {base}: ", a.user))?,
     };
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cli".into());
     let name = a.token_name.unwrap_or_else(|| format!("parc login on {host}"));
-    let client = Client::with(base.clone(), None);
+    let client = Client::with(base.clone(), None, ca_file.as_deref());
     // The only two calls a login and password make.
     let post_basic = |path: &str, password: &str, body: serde_json::Value| {
         let basic = base64(&format!("{}:{}", a.user, password));
@@ -232,7 +274,7 @@ pub fn login(a: LoginArgs) -> Result<ExitCode> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let text = toml::to_string(&SavedConfig { server: Some(base.clone()), token: Some(token) })?;
+    let text = toml::to_string(&SavedConfig { server: Some(base.clone()), token: Some(token), ca_file })?;
     write_private(&path, &text)?;
     if a.server.json {
         println!("{}", serde_json::json!({ "ok": true, "server": base, "user": a.user, "config": path }));

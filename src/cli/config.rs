@@ -13,8 +13,20 @@ pub const FILE_NAME: &str = "parc.toml";
 pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `parc serve` override what is set here.
 
 [http]
-# Address and port of the HTTP server (image chunks, boot scripts, agent files).
+# Address and port of the HTTP server (image chunks, boot scripts, agent files). Over plain
+# HTTP other hosts reach only what firmware and agents fetch; the console and the API are on
+# HTTPS.
 # listen = "0.0.0.0:8080"
+# Address and port of the HTTPS server (console and API); "off" serves everything over HTTP.
+# https_listen = "0.0.0.0:8443"
+
+[tls]
+# The hospital's certificate chain (server certificate first) and its key, PEM. Without them
+# parc makes its own CA in <data>/tls/ at first start and prints its fingerprint.
+# cert = "/etc/parc/tls/fullchain.pem"
+# key = "/etc/parc/tls/key.pem"
+# Names the appliance's own certificate is for, besides its host name and addresses.
+# names = ["parc.hopital.local"]
 
 [pxe]
 # Network boot is off unless an interface is given: the interface of the imaging network.
@@ -54,6 +66,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub http: HttpSection,
     #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
     pub pxe: PxeSection,
     #[serde(default)]
     pub profiles: ProfilesSection,
@@ -79,6 +93,15 @@ pub struct ProfilesSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     pub listen: Option<SocketAddr>,
+    pub https_listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -13,6 +13,7 @@ use clap::Args;
 use parc_pxe::boot::UefiLoader;
 use parc_pxe::server::{PxeConfig, PxeMode};
 use parc_pxe::sightings::Sightings;
+use parc_web::listener::Scheme;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{FileConfig, LoaderName, PxeModeName};
@@ -27,6 +28,10 @@ pub struct ServeArgs {
     /// HTTP listen address [parc.toml: http.listen; default 0.0.0.0:8080].
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// HTTPS listen address for the console and the API, or `off` [http.https_listen; default
+    /// 0.0.0.0:8443].
+    #[arg(long)]
+    https: Option<String>,
     /// Serve network boot (DHCP/ProxyDHCP and TFTP) on this interface; off unless given [pxe.interface].
     #[arg(long)]
     pxe_interface: Option<String>,
@@ -64,6 +69,8 @@ const PROFILES_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 struct Settings {
     data: PathBuf,
     http: SocketAddr,
+    https: Option<SocketAddr>,
+    tls: super::config::TlsSection,
     pxe_interface: Option<String>,
     pxe_mode: PxeModeName,
     dhcp_range: Option<String>,
@@ -77,9 +84,16 @@ struct Settings {
     agent_silence: std::time::Duration,
 }
 
-fn settings(a: ServeArgs, file: FileConfig) -> Settings {
-    Settings {
+fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
+    let https = match a.https.or(file.http.https_listen).as_deref() {
+        None => Some("0.0.0.0:8443".parse().expect("valid address")),
+        Some("off") => None,
+        Some(addr) => Some(addr.parse().with_context(|| format!("HTTPS address {addr:?}: give ADDRESS:PORT or off"))?),
+    };
+    Ok(Settings {
         http: a.http.or(file.http.listen).unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
+        https,
+        tls: file.tls,
         pxe_interface: a.pxe_interface.or(file.pxe.interface),
         pxe_mode: a.pxe_mode.or(file.pxe.mode).unwrap_or(PxeModeName::Proxy),
         dhcp_range: a.dhcp_range.or(file.pxe.dhcp_range),
@@ -99,6 +113,35 @@ fn settings(a: ServeArgs, file: FileConfig) -> Settings {
             .or(file.tasks.agent_silence_secs)
             .map(|s| std::time::Duration::from_secs(s.max(1)))
             .unwrap_or(parc_web::lifecycle::DEFAULT_SILENCE),
+    })
+}
+
+/// The hospital's certificate from parc.toml, or the appliance's own for its names and
+/// addresses.
+fn tls_material(a: &Settings) -> Result<parc_web::tls::Tls> {
+    match (&a.tls.cert, &a.tls.key) {
+        (Some(c), Some(k)) => parc_web::tls::load(c, k).context("[tls] cert and key in parc.toml"),
+        (None, None) => {
+            let mut names = vec!["localhost".to_string()];
+            if let Ok(h) = nix::unistd::gethostname() {
+                names.insert(0, h.to_string_lossy().into_owned());
+            }
+            names.extend(a.tls.names.clone().unwrap_or_default());
+            let mut addresses: Vec<std::net::IpAddr> =
+                vec!["127.0.0.1".parse().expect("valid"), "::1".parse().expect("valid")];
+            if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
+                for i in ifs {
+                    if let Some(v4) = i.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+                        let ip = std::net::IpAddr::V4(v4.ip());
+                        if !addresses.contains(&ip) {
+                            addresses.push(ip);
+                        }
+                    }
+                }
+            }
+            parc_web::tls::own(&a.data.join("tls"), &names, &addresses).context("the appliance's own certificate")
+        }
+        _ => bail!("[tls] in parc.toml needs both cert and key (or neither, for the appliance's own)"),
     }
 }
 
@@ -161,7 +204,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     restrict_data_dir(&args.data)?;
     let file = super::config::load_or_create(&args.data)?;
-    let a = settings(args, file);
+    let a = settings(args, file)?;
     let (mut state, first) = parc_web::AppState::open(&a.data, a.remote.clone())
         .with_context(|| format!("opening the data directory {}", a.data.display()))?;
     if let Some(target) = a.wol_target {
@@ -176,6 +219,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         tracing::warn!("{line}");
     }
     let pxe = a.pxe_interface.as_deref().map(|iface| pxe_config(&a, iface, state.sightings.clone())).transpose()?;
+    let tls = a.https.map(|_| tls_material(&a)).transpose()?;
+    state.ca_pem = tls.as_ref().and_then(|t| t.ca_pem.as_deref()).map(Into::into);
+    if let Some(t) = tls.as_ref().filter(|t| t.created) {
+        tracing::warn!(fingerprint = %t.fingerprint, "made the appliance's own certificate authority in <data>/tls");
+    }
     limit_malloc_arenas();
     // One file per connection: systemd's default soft limit (1,024) is a campaign's undoing.
     match parc_web::listener::raise_file_limit() {
@@ -203,8 +251,19 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 parc_pxe::server::serve(config, token).await.with_context(|| format!("network boot on {iface}"))
             })
         });
-        // Scripts and tests read this line to find the port when started with port 0.
+        let https_listener = match a.https {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("listening on {at} for HTTPS (in use, or below 1024 without root?)"))?,
+            ),
+            None => None,
+        };
+        // Scripts and tests read these lines to find the ports when started with port 0.
         println!("parc serving {} on http://{addr}", a.data.display());
+        if let (Some(l), Some(t)) = (&https_listener, &tls) {
+            println!("parc serving the console and API on https://{} (certificate fingerprint {})", l.local_addr()?, t.fingerprint);
+        }
         if first.profiles_created {
             println!("created the profiles repository {} with example departments", a.data.join("profiles").display());
         }
@@ -225,7 +284,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             shutdown_signal().await;
             stop.cancel();
         });
-        let http = parc_web::serve(listener, state, async move { http_stop.cancelled().await });
+        let http = async move {
+            let https_port = https_listener.as_ref().map(|l| l.local_addr().map(|a| a.port())).transpose()?;
+            let plain = parc_web::serve(listener, state.clone(), Scheme::Http { https_port }, http_stop.clone());
+            match (https_listener, tls) {
+                (Some(l), Some(t)) => {
+                    tokio::try_join!(plain, parc_web::serve(l, state, Scheme::Https(t.config), http_stop)).map(drop)
+                }
+                _ => plain.await,
+            }
+        };
         match pxe_task {
             Some(mut pxe) => {
                 let mut http = std::pin::pin!(http);

@@ -195,9 +195,18 @@ fn a_hello_without_credential_changes_and_tells_nothing_and_fields_are_bounded()
     let (s, e) = anon.post("/api/v1/agent/hello", json!({ "mac": "52:54:00:5c:00:06", "model": "x".repeat(300) }));
     assert_eq!(s, 400, "{e}");
     assert!(e["error"].as_str().unwrap().contains("model"), "{e}");
+    // (curl: the server answers before the body is all sent and closes; curl still reads it.)
     let disks: Vec<Value> = (0..4000).map(|i| json!({ "name": format!("sd{i}"), "size_bytes": 1 })).collect();
-    let (s, _) = anon.post("/api/v1/agent/hello", json!({ "mac": "52:54:00:5c:00:06", "disks": disks }));
-    assert_eq!(s, 413);
+    let big = a.dir.path().join("big-hello.json");
+    std::fs::write(&big, json!({ "mac": "52:54:00:5c:00:06", "disks": disks }).to_string()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json"])
+        .arg("--data-binary")
+        .arg(format!("@{}", big.display()))
+        .arg(format!("{}/api/v1/agent/hello", a.srv.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "413", "{}", String::from_utf8_lossy(&out.stderr));
     // A flood from one address is cut off; the journal and the database stay small.
     let codes: Vec<u16> = (0..40)
         .map(|i| anon.post("/api/v1/agent/hello", json!({ "mac": format!("52:54:00:5d:00:{i:02x}") })).0)
@@ -283,11 +292,16 @@ fn raise_own_file_limit(n: u64) {
     }
 }
 
-/// `curl` a JSON POST with Basic credentials from `source`: status and body.
+/// `curl` a JSON POST with Basic credentials from `source`, over HTTPS (verified against the
+/// appliance's own CA): status and body.
 fn basic_post(a: &Appliance, source: &str, path: &str, login: &str, password: &str, body: &Value) -> (u16, String) {
     curl_from(
         source,
-        &format!("-u '{login}:{password}' -H 'Content-Type: application/json' -d '{body}' {}{path}", a.srv.url),
+        &format!(
+            "--cacert {} -u '{login}:{password}' -H 'Content-Type: application/json' -d '{body}' {}{path}",
+            a.data.join("tls/ca.pem").display(),
+            a.srv.https_url.as_deref().unwrap()
+        ),
     )
 }
 
@@ -444,4 +458,75 @@ fn the_data_directory_is_private() {
     );
     assert_eq!(s, 200, "{r}");
     assert!(!data.join("first-admin-password").exists());
+}
+
+/// Attack 7: passwords, tokens and cookies crossed the network in clear. The console and the
+/// API are on HTTPS (the appliance's own CA, pinned by its fingerprint); plain HTTP serves
+/// other hosts only what firmware and agents fetch.
+#[test]
+fn the_console_and_api_are_on_https_and_plain_http_serves_only_firmware() {
+    let a = appliance("127.0.0.1:0");
+    install_netboot(&a);
+    let https = a.srv.https_url.clone().unwrap();
+    let https_port = https.rsplit(':').next().unwrap().to_string();
+    let ca = a.data.join("tls/ca.pem");
+    let token = a.admin.token.clone().unwrap();
+    // From another host over plain HTTP: the API refused, the console sent to HTTPS, what
+    // firmware and agents fetch served.
+    let (s, e) = curl_from("127.0.0.2", &format!("-H 'Authorization: Bearer {token}' {}/api/v1/machines", a.srv.url));
+    assert_eq!(s, 403, "{e}");
+    assert!(e.contains("HTTPS only"), "{e}");
+    let (s, _) = curl_from("127.0.0.2", &format!("-u admin:{ADMIN_PASSWORD} -d '{{}}' {}/api/v1/tokens", a.srv.url));
+    assert_eq!(s, 403, "a password sent in clear was accepted");
+    let head = sh(&format!("curl -sS -I --interface 127.0.0.2 {}/login", a.srv.url)).to_lowercase();
+    assert!(head.starts_with("http/1.1 308"), "{head}");
+    assert!(head.contains(&format!("location: https://127.0.0.1:{https_port}/login")), "{head}");
+    let (s, script) = curl_from("127.0.0.2", &format!("'{}/boot.ipxe?mac=52:54:00:5c:00:20'", a.srv.url));
+    assert_eq!(s, 200, "{script}");
+    assert_eq!(curl_from("127.0.0.2", &format!("-o /dev/null {}/netboot/vmlinuz", a.srv.url)).0, 200);
+
+    // Over HTTPS, verified against the appliance's CA: everything, with HSTS and Secure cookies.
+    let (s, m) = curl_from(
+        "127.0.0.2",
+        &format!("--cacert {} -H 'Authorization: Bearer {token}' {https}/api/v1/machines", ca.display()),
+    );
+    assert_eq!(s, 200, "{m}");
+    let head = sh(&format!("curl -sS -I --cacert {} {https}/login", ca.display())).to_lowercase();
+    assert!(head.contains("strict-transport-security: max-age="), "{head}");
+    assert!(head.lines().filter(|l| l.starts_with("set-cookie:")).all(|l| l.contains("secure")), "{head}");
+    // Without the CA, curl refuses the certificate (exit 60): nobody is told to click through.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", &format!("{https}/login")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(60), "{}", String::from_utf8_lossy(&out.stderr));
+    let (s, pem) = curl_from("127.0.0.2", &format!("{}/tls/ca.pem", a.srv.url));
+    assert_eq!((s, pem.trim()), (200, std::fs::read_to_string(&ca).unwrap().trim()));
+
+    // The CLI pins the CA by the fingerprint `parc serve` printed, then works over HTTPS.
+    let fingerprint = a.srv.fingerprint.clone().unwrap();
+    let config = a.dir.path().join("tls-cli/cli.toml");
+    let login = |fp: &str| {
+        parc()
+            .args(["login", "--server", &https, "--user", "admin", "--fingerprint", fp])
+            .env("PARC_PASSWORD", ADMIN_PASSWORD)
+            .env("PARC_CONFIG", &config)
+            .env_remove("PARC_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let wrong = format!("00{}", &fingerprint[2..]);
+    let out = login(&wrong);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("presents a CA with fingerprint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!config.exists(), "a wrong fingerprint saved something");
+    let out = login(&fingerprint);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        parc().args(["machine", "ls", "--json"]).env("PARC_CONFIG", &config).env_remove("PARC_TOKEN").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

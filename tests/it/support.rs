@@ -250,6 +250,10 @@ pub fn check_disk(disk: &Path, expect: &TestDisk) {
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// `https://127.0.0.1:port` of the console and API (unless started with `--https off`).
+    pub https_url: Option<String>,
+    /// The fingerprint of the appliance's CA, as printed.
+    pub fingerprint: Option<String>,
     /// The rest of its stdout (first-start lines: the admin password).
     pub stdout: BufReader<ChildStdout>,
 }
@@ -317,8 +321,11 @@ pub fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Server {
 
 /// `start_with` and environment variables for the server (`PARC_FAILPOINTS`).
 pub fn start_env(data: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    // HTTPS on a port of its own too, unless the test chooses.
+    let https: &[&str] = if extra.contains(&"--https") { &[] } else { &["--https", "127.0.0.1:0"] };
     let mut child = parc()
         .args(["serve", "--data", data.to_str().unwrap(), "--http", addr])
+        .args(https)
         .args(extra)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -330,7 +337,15 @@ pub fn start_env(data: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)]) 
     stdout.read_line(&mut line).unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "unexpected serve output {line:?}");
-    Server { child, url, stdout }
+    let (mut https_url, mut fingerprint) = (None, None);
+    if !extra.windows(2).any(|w| w == ["--https", "off"]) {
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        https_url = line.split_whitespace().find(|w| w.starts_with("https://")).map(str::to_string);
+        fingerprint = line.split("fingerprint ").nth(1).map(|f| f.trim().trim_end_matches(')').to_string());
+        assert!(https_url.is_some() && fingerprint.is_some(), "no HTTPS line from parc serve: {line:?}");
+    }
+    Server { child, url, https_url, fingerprint, stdout }
 }
 
 pub fn free_port() -> u16 {

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod profiles;
 pub mod range;
 pub mod store;
+pub mod tls;
 pub mod wake;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,9 @@ pub struct AppState {
     pub sightings: Arc<parc_pxe::sightings::Sightings>,
     /// Rate limits of unauthenticated callers.
     pub limits: Arc<limits::Limits>,
+    /// The appliance's own CA certificate (PEM), served at `/tls/ca.pem` for technicians to
+    /// check against the fingerprint `parc serve` printed.
+    pub ca_pem: Option<Arc<str>>,
 }
 
 /// Something that just happened, for live views.
@@ -136,6 +140,7 @@ impl AppState {
             wake: wake::WakeConfig::default(),
             sightings: Arc::default(),
             limits: Arc::default(),
+            ca_pem: None,
         };
         // Pins as the database and the profiles say now: a crash left none stale or missing.
         store::rebuild(&state).map_err(|e| OpenError::Pins(e.to_string()))?;
@@ -166,9 +171,21 @@ pub fn app(state: AppState) -> Router {
         .route("/manifests/{digest}", get(chunks::manifest_get))
         .route("/boot.ipxe", get(boot::boot_script))
         .route("/netboot/{file}", get(boot::netboot_file))
+        .route("/tls/ca.pem", get(ca_pem))
         .nest("/api/v1", api::routes())
         .merge(console::routes())
         .with_state(state)
+}
+
+/// The appliance's CA certificate: public, useless without checking its fingerprint.
+async fn ca_pem(
+    axum::extract::State(st): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    let pem = st.ca_pem.clone().ok_or_else(|| {
+        AppError::NotFound("this appliance serves the hospital's certificate: its own PKI vouches for it".into())
+    })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem.to_string()).into_response())
 }
 
 /// Percent-encodes a path segment or query value: everything but unreserved characters and
@@ -193,17 +210,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// Serves `app` on an already-bound listener within the default [`listener::Bounds`] until
-/// `shutdown` completes, then lets in-flight requests finish.
+/// `shutdown` is cancelled, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    scheme: listener::Scheme,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let token = tokio_util::sync::CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        cancel.cancel();
-    });
-    listener::serve(listener, app(state), listener::Bounds::default(), token).await
+    listener::serve(listener, app(state), scheme, listener::Bounds::default(), shutdown).await
 }

@@ -94,9 +94,85 @@ fn admit(open: &Arc<Mutex<Open>>, address: IpAddr, b: &Bounds) -> Option<Admitte
     Some(Admitted { open: open.clone(), address })
 }
 
+/// What a listener speaks.
+#[derive(Clone)]
+pub enum Scheme {
+    /// TLS first (the console and the API), HSTS on every answer.
+    Https(Arc<rustls::ServerConfig>),
+    /// Plain HTTP. With `https_port`, only what firmware and agents fetch is served to other
+    /// hosts ([`firmware_path`]); the console is redirected there and the rest of the API
+    /// refused, so no password, token or cookie crosses the network in clear. The appliance
+    /// itself (127.0.0.1, ::1, or its own address) may still use everything.
+    Http { https_port: Option<u16> },
+}
+
+impl std::fmt::Debug for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scheme::Https(_) => f.write_str("Https"),
+            Scheme::Http { https_port } => write!(f, "Http {{ https_port: {https_port:?} }}"),
+        }
+    }
+}
+
+/// A request came over TLS (request extension; the console sets `Secure` cookies).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// What network-booting firmware and agents fetch, which stays on plain HTTP: iPXE and UEFI
+/// firmware speak no TLS we could rely on, and the agent's credentials are bound to the boot
+/// (see README). Image names are only read (GET) there.
+pub fn firmware_path(method: &hyper::Method, path: &str) -> bool {
+    path == "/boot.ipxe"
+        || path.starts_with("/netboot/")
+        || path.starts_with("/chunks/")
+        || path.starts_with("/manifests/")
+        || path.starts_with("/api/v1/agent/")
+        || path == "/api/v1/chunks"
+        || path == "/api/v1/openapi.json"
+        || path == "/tls/ca.pem"
+        || (method == hyper::Method::GET && path.starts_with("/api/v1/images/"))
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST),
+    }
+}
+
+/// The answer to a technician's request over plain HTTP from another host, when HTTPS is on.
+fn to_https(req: &hyper::Request<hyper::body::Incoming>, https_port: u16) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if req.uri().path().starts_with("/api/") {
+        return crate::AppError::Forbidden(format!(
+            "the API is served over HTTPS only, on port {https_port}: passwords and tokens never cross the network in clear"
+        ))
+        .into_response();
+    }
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b)))
+        .unwrap_or("localhost");
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') => n,
+        _ => host,
+    };
+    axum::response::Redirect::permanent(&format!("https://{name}:{https_port}{path}")).into_response()
+}
+
 /// Serves `app` on `listener` within `bounds` until `shutdown`, then lets in-flight requests
 /// finish for `bounds.drain`.
-pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown: CancellationToken) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    scheme: Scheme,
+    bounds: Bounds,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let open: Arc<Mutex<Open>> = Arc::default();
     let tracker = TaskTracker::new();
     let mut refused_since_log = 0u64;
@@ -127,9 +203,10 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown:
         let app = app.clone();
         let bounds = bounds.clone();
         let shutdown = shutdown.clone();
+        let scheme = scheme.clone();
         tracker.spawn(async move {
             let _admitted = admitted;
-            connection(stream, peer, app, &bounds, shutdown).await;
+            connection(stream, peer, app, scheme, &bounds, shutdown).await;
         });
     }
     tracker.close();
@@ -139,17 +216,72 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown:
     Ok(())
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, b: &Bounds, shutdown: CancellationToken) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    scheme: Scheme,
+    b: &Bounds,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
+    // The appliance itself: loopback, or one of its own addresses (a TCP peer cannot fake
+    // those, the handshake's answer would never reach it).
+    let from_itself = is_local(peer.ip()) || stream.local_addr().is_ok_and(|l| l.ip() == peer.ip());
     let activity = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), started });
+    let watched = Watched { inner: stream, activity: activity.clone(), started };
+    match scheme {
+        Scheme::Https(config) => {
+            // The handshake is bounded like request headers: a client that opens and waits
+            // holds nothing for long.
+            let accepted =
+                tokio::time::timeout(b.header_read, tokio_rustls::TlsAcceptor::from(config).accept(watched)).await;
+            match accepted {
+                Ok(Ok(tls)) => {
+                    drive(TokioIo::new(tls), peer, app, (true, true), None, b, activity, started, shutdown).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+        Scheme::Http { https_port } => {
+            drive(TokioIo::new(watched), peer, app, (false, from_itself), https_port, b, activity, started, shutdown)
+                .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    (secure, trusted): (bool, bool),
+    https_port: Option<u16>,
+    b: &Bounds,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let request_timeout = b.request;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        if secure {
+            req.extensions_mut().insert(OverTls);
+        }
+        let refused = match https_port {
+            Some(port) if !trusted && !firmware_path(req.method(), req.uri().path()) => Some(to_https(&req, port)),
+            _ => None,
+        };
         let app = app.clone();
         async move {
-            let response =
+            if let Some(r) = refused {
+                return Ok::<_, Infallible>(r);
+            }
+            let mut response =
                 match tokio::time::timeout(request_timeout, app.oneshot(req.map(axum::body::Body::new))).await {
                     Ok(r) => r.unwrap_or_else(|e: Infallible| match e {}),
                     Err(_) => {
@@ -160,6 +292,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, b: &Bounds
                         )))
                     }
                 };
+            if secure {
+                response.headers_mut().insert(
+                    hyper::header::STRICT_TRANSPORT_SECURITY,
+                    hyper::header::HeaderValue::from_static("max-age=31536000"),
+                );
+            }
             Ok::<_, Infallible>(response)
         }
     });

@@ -36,12 +36,61 @@ enum Attempt<T> {
 }
 
 /// An HTTP client for talking to the appliance: short connect timeout (an unreachable
-/// server is retried by the caller), statuses returned rather than turned into errors.
+/// server is retried by the caller), statuses returned rather than turned into errors. HTTPS
+/// is verified against [`trust`]`(None)`.
 pub fn client(request_timeout: Duration) -> ureq::Agent {
+    client_trusting(request_timeout, &trust(None))
+}
+
+/// Where HTTPS trust comes from: `ca_file` (the appliance's CA pinned by `parc login`), else
+/// `PARC_CA_FILE`, else the system's bundle (the hospital's PKI).
+pub fn trust(ca_file: Option<&std::path::Path>) -> std::path::PathBuf {
+    ca_file
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("PARC_CA_FILE").map(Into::into))
+        .unwrap_or_else(|| SYSTEM_BUNDLE.into())
+}
+
+/// Debian's bundle of the system's trusted CAs (package ca-certificates).
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// [`client`] trusting the certificates of the PEM file `roots` (none if it is unreadable: then
+/// every HTTPS request fails verification, naming the server, never silently trusts).
+pub fn client_trusting(request_timeout: Duration, roots: &std::path::Path) -> ureq::Agent {
+    let pem = std::fs::read(roots).unwrap_or_default();
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(5)))
         .timeout_global(Some(request_timeout))
         .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
+/// A client that accepts any certificate: only to fetch a CA certificate whose fingerprint the
+/// caller then checks against one a technician typed.
+pub fn client_unverified(request_timeout: Duration) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .disable_verification(true)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(request_timeout))
+        .http_status_as_error(false)
+        .tls_config(tls)
         .build()
         .into()
 }

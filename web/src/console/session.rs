@@ -37,7 +37,8 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The request came over HTTPS (directly or through a proxy that says so): cookies get
 /// `Secure`.
 pub fn is_https(parts: &Parts) -> bool {
-    parts.uri.scheme_str() == Some("https")
+    parts.extensions.get::<crate::listener::OverTls>().is_some()
+        || parts.uri.scheme_str() == Some("https")
         || parts
             .headers
             .get("x-forwarded-proto")
