@@ -171,26 +171,28 @@ pub async fn token_revoke(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<TokenRow>, AppError> {
-    blocking(move || {
-        let t = st.db.token(id)?.ok_or_else(|| AppError::NotFound(format!("no token #{id}")))?;
-        if t.user_id != caller.0.id {
-            caller.require(Role::Admin)?;
-        }
-        if !st.db.revoke_token(id)? {
-            return Err(AppError::Conflict(format!("token #{id} is already revoked")));
-        }
-        let msg = format!("API token #{id} {:?} of {} revoked", t.name, t.user);
-        st.event(&NewEvent {
-            actor: caller.login(),
-            kind: "token.revoke",
-            mac: None,
-            task_id: None,
-            message: &msg,
-            data: None,
-        })?;
-        Ok(Json(st.db.token(id)?.expect("exists")))
-    })
-    .await
+    blocking(move || revoke_token(&st, &caller, id).map(Json)).await
+}
+
+/// [`token_revoke`]'s work (the console's too). Blocking.
+pub(crate) fn revoke_token(st: &AppState, caller: &Caller, id: i64) -> Result<TokenRow, AppError> {
+    let t = st.db.token(id)?.ok_or_else(|| AppError::NotFound(format!("no token #{id}")))?;
+    if t.user_id != caller.0.id {
+        caller.require(Role::Admin)?;
+    }
+    if !st.db.revoke_token(id)? {
+        return Err(AppError::Conflict(format!("token #{id} is already revoked")));
+    }
+    let msg = format!("API token #{id} {:?} of {} revoked", t.name, t.user);
+    st.event(&NewEvent {
+        actor: caller.login(),
+        kind: "token.revoke",
+        mac: None,
+        task_id: None,
+        message: &msg,
+        data: None,
+    })?;
+    Ok(st.db.token(id)?.expect("exists"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,42 +258,51 @@ pub async fn user_update(
     Path(login): Path<String>,
     Json(b): Json<UserPatch>,
 ) -> Result<Json<User>, AppError> {
+    blocking(move || update_user(&st, &caller, &login, b.role, b.disabled, b.reason.as_deref()).map(Json)).await
+}
+
+/// [`user_update`]'s work (the console's too). Blocking.
+pub(crate) fn update_user(
+    st: &AppState,
+    caller: &Caller,
+    login: &str,
+    role: Option<Role>,
+    disabled: Option<bool>,
+    reason: Option<&str>,
+) -> Result<User, AppError> {
     caller.require(Role::Admin)?;
-    if b.role.is_none() && b.disabled.is_none() {
+    if role.is_none() && disabled.is_none() {
         return Err(AppError::invalid("role", "give role and/or disabled"));
     }
-    blocking(move || {
-        let u = st.db.user_by_login(&login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
-        if u.id == caller.0.id && (b.disabled == Some(true) || b.role.is_some_and(|r| r != Role::Admin)) {
-            return Err(AppError::Conflict("an admin cannot disable or demote itself; ask another admin".into()));
+    let u = st.db.user_by_login(login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
+    if u.id == caller.0.id && (disabled == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
+        return Err(AppError::Conflict("an admin cannot disable or demote itself; ask another admin".into()));
+    }
+    st.db.update_user(u.id, role, disabled)?;
+    let mut changes = Vec::new();
+    if let Some(r) = role {
+        changes.push(format!("role {} → {}", u.role.as_str(), r.as_str()));
+    }
+    if let Some(d) = disabled {
+        changes.push(if d { "disabled".to_string() } else { "enabled".to_string() });
+        if d {
+            st.db.revoke_tokens_of(u.id)?;
+            st.db.delete_sessions_of(u.id, None)?;
         }
-        st.db.update_user(u.id, b.role, b.disabled)?;
-        let mut changes = Vec::new();
-        if let Some(r) = b.role {
-            changes.push(format!("role {} → {}", u.role.as_str(), r.as_str()));
-        }
-        if let Some(d) = b.disabled {
-            changes.push(if d { "disabled".to_string() } else { "enabled".to_string() });
-            if d {
-                st.db.revoke_tokens_of(u.id)?;
-                st.db.delete_sessions_of(u.id, None)?;
-            }
-        }
-        let mut msg = format!("user {}: {}", u.login, changes.join(", "));
-        if let Some(r) = b.reason.as_deref().map(crate::ops::one_line).filter(|r| !r.is_empty()) {
-            msg.push_str(&format!(": {r}"));
-        }
-        st.event(&NewEvent {
-            actor: caller.login(),
-            kind: "user.update",
-            mac: None,
-            task_id: None,
-            message: &msg,
-            data: None,
-        })?;
-        Ok(Json(st.db.user_by_login(&login)?.expect("exists")))
-    })
-    .await
+    }
+    let mut msg = format!("user {}: {}", u.login, changes.join(", "));
+    if let Some(r) = reason.map(crate::ops::one_line).filter(|r| !r.is_empty()) {
+        msg.push_str(&format!(": {r}"));
+    }
+    st.event(&NewEvent {
+        actor: caller.login(),
+        kind: "user.update",
+        mac: None,
+        task_id: None,
+        message: &msg,
+        data: None,
+    })?;
+    Ok(st.db.user_by_login(login)?.expect("exists"))
 }
 
 /// An admin resets a user's password: a one-time password, returned once, to be changed at
@@ -301,26 +312,32 @@ pub async fn user_reset_password(
     caller: Caller,
     Path(login): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    caller.require(Role::Admin)?;
     let _permit = auth::hashing_permit().await?;
     blocking(move || {
-        let u = st.db.user_by_login(&login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
-        let password = auth::new_password();
-        st.db.reset_password(u.id, &auth::hash_password(&password))?;
-        let revoked = st.db.revoke_tokens_of(u.id)?;
-        st.db.delete_sessions_of(u.id, None)?;
-        let msg = format!("password of {} reset ({revoked} token(s) revoked); to be changed at next login", u.login);
-        st.event(&NewEvent {
-            actor: caller.login(),
-            kind: "user.reset",
-            mac: None,
-            task_id: None,
-            message: &msg,
-            data: None,
-        })?;
-        Ok(Json(serde_json::json!({ "login": u.login, "password": password, "tokens_revoked": revoked })))
+        let (password, revoked) = reset_password(&st, &caller, &login)?;
+        Ok(Json(serde_json::json!({ "login": login, "password": password, "tokens_revoked": revoked })))
     })
     .await
+}
+
+/// [`user_reset_password`]'s work: the one-time password and how many tokens ended. Blocking.
+pub(crate) fn reset_password(st: &AppState, caller: &Caller, login: &str) -> Result<(String, usize), AppError> {
+    caller.require(Role::Admin)?;
+    let u = st.db.user_by_login(login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
+    let password = auth::new_password();
+    st.db.reset_password(u.id, &auth::hash_password(&password))?;
+    let revoked = st.db.revoke_tokens_of(u.id)?;
+    st.db.delete_sessions_of(u.id, None)?;
+    let msg = format!("password of {} reset ({revoked} token(s) revoked); to be changed at next login", u.login);
+    st.event(&NewEvent {
+        actor: caller.login(),
+        kind: "user.reset",
+        mac: None,
+        task_id: None,
+        message: &msg,
+        data: None,
+    })?;
+    Ok((password, revoked))
 }
 
 pub async fn users_list(State(st): State<AppState>, caller: Caller) -> Result<Json<Vec<User>>, AppError> {

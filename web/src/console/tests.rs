@@ -291,6 +291,47 @@ async fn login_sessions_csrf_roles_and_escaping() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let pw = r.body.split("id=\"one-time-password\">").nth(1).unwrap().split('<').next().unwrap().to_string();
     assert_eq!(login(&st, "dora", &pw).await.location.as_deref(), Some("/password"), "must change it first");
+    // The admin changes dora's role, disables her (her sessions end), re-enables her and resets
+    // her password (shown once, on the page); a technician can do none of it.
+    let dora = session_cookie(&login(&st, "dora", &pw).await);
+    let r = send(&st, "POST", "/users/dora/update", &root, Some(&format!("_csrf={root_csrf}&role=technician"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(st.db.user_by_login("dora").unwrap().unwrap().role, Role::Technician);
+    let r = send(&st, "POST", "/users/dora/update", &root, Some(&format!("_csrf={root_csrf}&disabled=1"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(st.db.user_by_login("dora").unwrap().unwrap().disabled);
+    assert_ne!(
+        send(&st, "GET", "/password", &dora, None).await.status,
+        StatusCode::OK,
+        "a disabled user's session lives on"
+    );
+    let r = send(&st, "POST", "/users/root/update", &root, Some(&format!("_csrf={root_csrf}&disabled=1"))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "an admin disabled itself");
+    let r = send(&st, "POST", "/users/dora/update", &root, Some(&format!("_csrf={root_csrf}&disabled=0"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = send(&st, "POST", "/users/dora/reset", &root, Some(&format!("_csrf={root_csrf}"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let reset = r.body.split("id=\"reset-password\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert_ne!(reset, pw);
+    assert_eq!(login(&st, "dora", &reset).await.location.as_deref(), Some("/password"));
+    let r = send(&st, "POST", "/users/dora/reset", &alice, Some(&format!("_csrf={root_csrf}"))).await;
+    assert_ne!(r.status, StatusCode::OK, "a technician reset a password");
+    let kinds: Vec<String> = st
+        .db
+        .events(&crate::db::EventQuery { limit: 50, ..Default::default() })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "user.update") && kinds.iter().any(|k| k == "user.reset"), "{kinds:?}");
+    // Tokens: listed on the page and revoked from it.
+    let tid =
+        st.db.create_token(st.db.user_by_login("dora").unwrap().unwrap().id, "laptop", "h-dora", i64::MAX).unwrap();
+    let page = send(&st, "GET", "/users", &root, None).await;
+    assert!(page.body.contains(&format!("id=\"token-{tid}\"")) && page.body.contains("laptop"), "{}", page.body);
+    let r = send(&st, "POST", &format!("/tokens/{tid}/revoke"), &root, Some(&format!("_csrf={root_csrf}"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(st.db.token(tid).unwrap().unwrap().revoked_at.is_some());
 
     // Every page renders for both languages.
     for path in [

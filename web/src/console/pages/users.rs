@@ -3,15 +3,16 @@
 //! cookie).
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::api::admin::{create_user, UserBody};
 use crate::console::csrf::CsrfForm;
+use crate::console::session;
 use crate::console::session::Session;
 use crate::console::{render, require_role, ConsoleError, FormError, OrPage, PageCtx};
-use crate::db::{Role, User};
+use crate::db::{Role, TokenRow, User};
 use crate::{blocking, AppError, AppState};
 
 #[derive(Template)]
@@ -19,8 +20,12 @@ use crate::{blocking, AppError, AppState};
 pub struct UsersPage {
     ctx: PageCtx,
     users: Vec<User>,
+    /// Every API token (never its secret), newest first.
+    tokens: Vec<TokenRow>,
     /// (login, one-time password) of the account just created.
     created: Option<(String, String)>,
+    /// (login, one-time password) of the account whose password was just reset.
+    reset: Option<(String, String)>,
     error: Option<FormError>,
     /// What the refused form held.
     login: String,
@@ -39,7 +44,9 @@ fn page(st: &AppState, ctx: PageCtx) -> Result<UsersPage, AppError> {
     Ok(UsersPage {
         ctx,
         users: st.db.users()?,
+        tokens: st.db.tokens(None)?,
         created: None,
+        reset: None,
         error: None,
         login: String::new(),
         name: String::new(),
@@ -92,4 +99,61 @@ pub async fn user_add(State(st): State<AppState>, form: CsrfForm) -> Result<Resp
     .or_page(&s)?;
     let status = if p.error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok(render(&p, &p.ctx, status))
+}
+
+/// Role change, disable or enable, from a row of the accounts table.
+pub async fn user_update(
+    State(st): State<AppState>,
+    Path(login): Path<String>,
+    form: CsrfForm,
+) -> Result<Response, ConsoleError> {
+    let s = form.session.clone();
+    let caller = require_role(&st, &s, Role::Admin).await?;
+    let role = match form.get("role") {
+        Some(r) => Some(
+            Role::parse(&r).ok_or_else(|| AppError::invalid("role", "readonly, technician or admin")).or_page(&s)?,
+        ),
+        None => None,
+    };
+    let disabled = form.get("disabled").map(|d| d == "1");
+    let user = blocking(move || crate::api::admin::update_user(&st, &caller, &login, role, disabled, None))
+        .await
+        .or_page(&s)?;
+    let state = if user.disabled { "disabled" } else { "active" };
+    let msg = format!("{}: {}, {state}", user.login, user.role.as_str());
+    Ok(session::redirect_with_flash("/users", &msg, s.secure))
+}
+
+/// A new one-time password for an account, shown on this page only (never in a redirect).
+pub async fn user_reset(
+    State(st): State<AppState>,
+    Path(login): Path<String>,
+    form: CsrfForm,
+) -> Result<Response, ConsoleError> {
+    let s = form.session.clone();
+    let caller = require_role(&st, &s, Role::Admin).await?;
+    let permit = crate::auth::hashing_permit().await.or_page(&s)?;
+    let ctx = PageCtx::new(&s, "users");
+    let p = blocking(move || {
+        let _permit = permit;
+        let (password, _) = crate::api::admin::reset_password(&st, &caller, &login)?;
+        let mut p = page(&st, ctx)?;
+        p.reset = Some((login, password));
+        Ok(p)
+    })
+    .await
+    .or_page(&s)?;
+    Ok(render(&p, &p.ctx, StatusCode::OK))
+}
+
+/// Revokes an API token from the tokens table.
+pub async fn token_revoke(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+    form: CsrfForm,
+) -> Result<Response, ConsoleError> {
+    let s = form.session.clone();
+    let caller = require_role(&st, &s, Role::Admin).await?;
+    let t = blocking(move || crate::api::admin::revoke_token(&st, &caller, id)).await.or_page(&s)?;
+    Ok(session::redirect_with_flash("/users", &format!("token #{} ({}) of {} revoked", t.id, t.name, t.user), s.secure))
 }
