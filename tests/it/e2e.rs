@@ -261,6 +261,10 @@ impl Appliance {
             std::fs::read_to_string(self.data.join(format!("profiles/payloads/{department}/etc/parc/department")))
                 .unwrap();
         assert_eq!(file("/etc/parc/department"), payload);
+        // The installed system holds its single-use first-boot credential, never the agent's
+        // session (which ended with the task).
+        let env = file("/etc/parc/agent.env");
+        assert!(env.contains("PARC_TOKEN=pf_") && !env.contains("pa_") && !env.contains("pb_"), "{env}");
         std::fs::remove_file(&root).unwrap();
         // Deploying the image again over a copy fetches exactly the chunks that differ.
         let copy = work.join("disk.check.img");
