@@ -22,6 +22,8 @@
 //!     tftp: Default::default(),
 //!     tftp_port: 69,
 //!     relay_networks: parc_pxe::dhcp::PRIVATE_NETWORKS.to_vec(),
+//!     // Shared with the web server, which reads who was seen booting.
+//!     sightings: Default::default(),
 //! };
 //! serve(config, shutdown.clone()).await
 //! # }
