@@ -329,6 +329,10 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed mmap threshold (4 MiB, above a chunk): each password hash's ~19 MiB of
+        // argon2 memory is mapped and unmapped, never kept in an arena. With glibc's sliding
+        // threshold a guessing flood left the server at ~700 MiB (`bench/security/run`).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 
