@@ -19,6 +19,10 @@ pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `par
 # listen = "0.0.0.0:8080"
 # Address and port of the HTTPS server (console and API); "off" serves everything over HTTP.
 # https_listen = "0.0.0.0:8443"
+# Connections at once, per client address and in all; more are closed at once. Raise the first
+# for a remote site whose HTTP cache fetches chunks for hundreds of PCs from one address.
+# max_connections_per_address = 64
+# max_connections = 8192
 
 [tls]
 # The hospital's certificate chain (server certificate first) and its key, PEM. Without them
@@ -94,6 +98,8 @@ pub struct ProfilesSection {
 pub struct HttpSection {
     pub listen: Option<SocketAddr>,
     pub https_listen: Option<String>,
+    pub max_connections_per_address: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

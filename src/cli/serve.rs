@@ -70,6 +70,7 @@ struct Settings {
     data: PathBuf,
     http: SocketAddr,
     https: Option<SocketAddr>,
+    bounds: parc_web::listener::Bounds,
     tls: super::config::TlsSection,
     pxe_interface: Option<String>,
     pxe_mode: PxeModeName,
@@ -93,6 +94,14 @@ fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
     Ok(Settings {
         http: a.http.or(file.http.listen).unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
         https,
+        bounds: {
+            let d = parc_web::listener::Bounds::default();
+            parc_web::listener::Bounds {
+                per_address: file.http.max_connections_per_address.unwrap_or(d.per_address).max(1),
+                total: file.http.max_connections.unwrap_or(d.total).max(1),
+                ..d
+            }
+        },
         tls: file.tls,
         pxe_interface: a.pxe_interface.or(file.pxe.interface),
         pxe_mode: a.pxe_mode.or(file.pxe.mode).unwrap_or(PxeModeName::Proxy),
@@ -284,12 +293,15 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             shutdown_signal().await;
             stop.cancel();
         });
+        let bounds = a.bounds.clone();
         let http = async move {
             let https_port = https_listener.as_ref().map(|l| l.local_addr().map(|a| a.port())).transpose()?;
-            let plain = parc_web::serve(listener, state.clone(), Scheme::Http { https_port }, http_stop.clone());
+            let plain =
+                parc_web::serve(listener, state.clone(), Scheme::Http { https_port }, bounds.clone(), http_stop.clone());
             match (https_listener, tls) {
                 (Some(l), Some(t)) => {
-                    tokio::try_join!(plain, parc_web::serve(l, state, Scheme::Https(t.config), http_stop)).map(drop)
+                    tokio::try_join!(plain, parc_web::serve(l, state, Scheme::Https(t.config), bounds, http_stop))
+                        .map(drop)
                 }
                 _ => plain.await,
             }

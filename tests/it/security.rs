@@ -530,3 +530,32 @@ fn the_console_and_api_are_on_https_and_plain_http_serves_only_firmware() {
         parc().args(["machine", "ls", "--json"]).env("PARC_CONFIG", &config).env_remove("PARC_TOKEN").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The per-address limit is a setting (a remote site's cache fetches for hundreds of PCs).
+#[test]
+fn connection_limits_come_from_parc_toml() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("parc.toml"), "[http]\nmax_connections_per_address = 3\n").unwrap();
+    let srv = start(&data, "127.0.0.1:0");
+    let server: std::net::SocketAddr = srv.url.trim_start_matches("http://").parse().unwrap();
+    let conns: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.bind(&std::net::SocketAddr::from(([127, 0, 0, 4], 0)).into()).unwrap();
+            s.connect(&server.into()).unwrap();
+            std::net::TcpStream::from(s)
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let closed = conns
+        .into_iter()
+        .filter(|c| {
+            c.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
+            matches!((&*c).read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert_eq!(closed, 2, "3 of 5 idle connections from one address are kept");
+}

@@ -209,13 +209,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(e.to_string()))?
 }
 
-/// Serves `app` on an already-bound listener within the default [`listener::Bounds`] until
-/// `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves `app` on an already-bound listener within `bounds` until `shutdown` is cancelled,
+/// then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     scheme: listener::Scheme,
+    bounds: listener::Bounds,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    listener::serve(listener, app(state), scheme, listener::Bounds::default(), shutdown).await
+    listener::serve(listener, app(state), scheme, bounds, shutdown).await
 }
