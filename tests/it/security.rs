@@ -559,3 +559,24 @@ fn connection_limits_come_from_parc_toml() {
         .count();
     assert_eq!(closed, 2, "3 of 5 idle connections from one address are kept");
 }
+
+/// A PATCH with `hostname: null` was accepted and cleared the serial: null is refused, naming
+/// the field, and nothing changes.
+#[test]
+fn a_null_field_in_an_edit_is_refused_and_changes_nothing() {
+    let a = appliance("127.0.0.1:0");
+    let mac = "52:54:00:5c:00:30";
+    let (s, r) =
+        a.admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "serial": "CZC0042" }));
+    assert_eq!(s, 201, "{r}");
+    let (s, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert_eq!(s, 200);
+    let before = (m["hostname"].clone(), m["serial"].clone());
+    for field in ["hostname", "serial", "location"] {
+        let (s, e) = a.admin.patch_json(&format!("/api/v1/machines/{mac}"), json!({ field: null }));
+        assert_eq!(s, 400, "{field}: {e}");
+        assert!(e["error"].as_str().unwrap_or_default().contains(field), "{e}");
+    }
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert_eq!((m["hostname"].clone(), m["serial"].clone()), before, "{m}");
+}

@@ -34,19 +34,42 @@ pub struct NewMachine {
     pub install: bool,
 }
 
-/// Fields a technician may edit directly (department changes go through `move`).
+/// Fields a technician may edit directly (department changes go through `move`). A field left
+/// out keeps its value, an empty string clears it, and `null` is refused naming the field: it
+/// is not clear which of the two a client meant. (Absent fields are not serialized either:
+/// intents are written as JSON and read back at recovery.)
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct MachineEdit {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null::hostname", skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null::serial", skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null::asset_tag", skip_serializing_if = "Option::is_none")]
     pub asset_tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null::location", skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null::notes", skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+}
+
+/// One deserializer per field, so that the refusal names it.
+mod not_null {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    macro_rules! fields {
+        ($($name:ident),*) => {$(
+            pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+                Option::<String>::deserialize(d)?.map(Some).ok_or_else(|| {
+                    D::Error::custom(concat!(
+                        stringify!($name),
+                        ": null is not allowed (a string, empty to clear it; leave the field out to keep it)"
+                    ))
+                })
+            }
+        )*};
+    }
+    fields!(hostname, serial, asset_tag, location, notes);
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -894,5 +917,19 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+}
+
+#[cfg(test)]
+mod edit_tests {
+    use super::MachineEdit;
+
+    #[test]
+    fn an_edit_round_trips_and_null_is_refused_by_name() {
+        let e: MachineEdit = serde_json::from_str(r#"{"serial":"CZC1","notes":""}"#).unwrap();
+        let back: MachineEdit = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!((back.serial.as_deref(), back.notes.as_deref(), back.hostname), (Some("CZC1"), Some(""), None));
+        let err = serde_json::from_str::<MachineEdit>(r#"{"location":null}"#).unwrap_err().to_string();
+        assert!(err.starts_with("location: null is not allowed"), "{err}");
     }
 }
