@@ -7,9 +7,11 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Public,
-    /// An API token (or Basic login) with at least this role.
+    /// An API token with at least this role.
     User(&'static str),
-    /// The task token from the agent's boot script.
+    /// A login and password (Basic): creating tokens, changing one's password.
+    Password,
+    /// The agent's session (from hello).
     Agent,
 }
 
@@ -28,12 +30,15 @@ pub struct Route {
     pub errors: &'static [u16],
 }
 
-use Access::{Agent, Public, User};
+use Access::{Agent, Password, Public, User};
 
 const RO: Access = User("readonly");
 const TECH: Access = User("technician");
 const ADMIN: Access = User("admin");
 const REASON: (&str, &str, bool, &str) = ("reason", "string", false, "why: recorded in the git commit and the journal");
+
+/// POST routes that answer 201 Created.
+const CREATED: &[&str] = &["/machines", "/tokens", "/users"];
 
 pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/openapi.json", tag: "meta", summary: "This document", access: Public, body: &[], query: &[], errors: &[] },
@@ -78,12 +83,12 @@ pub const ROUTES: &[Route] = &[
         query: &[("after", "integer", "ids above this"), ("machine", "string", "MAC or hostname"), ("task", "integer", "task id"), ("actor", "string", "login, agent or parc"),
                  ("kind", "string", "kind prefix: machine., task., agent., user."), ("limit", "integer", "1 to 10000 (100)")], errors: &[400] },
     Route { method: "get", path: "/events/stream", tag: "journal", summary: "Server-sent events: journal entries (event: event) and progress reports (event: progress)", access: RO, body: &[], query: &[], errors: &[] },
-    Route { method: "post", path: "/tokens", tag: "access", summary: "Create an API token for the caller: Basic login:password only (throttled per login and address; refused while the password must be changed). Journaled", access: Public,
+    Route { method: "post", path: "/tokens", tag: "access", summary: "Create an API token for the caller: Basic login:password only (throttled per login and address; refused while the password must be changed). Journaled", access: Password,
         body: &[("name", "string", true, "what the token is for"), ("expires_in_days", "integer", false, "1 to 365 (90)")], query: &[], errors: &[400, 401, 403, 429] },
     Route { method: "get", path: "/tokens", tag: "access", summary: "The caller's API tokens (all=true: everyone's, admins), never their secrets", access: RO, body: &[],
         query: &[("all", "boolean", "every user's tokens (admin)")], errors: &[400] },
     Route { method: "post", path: "/tokens/{id}/revoke", tag: "access", summary: "Revoke a token (one's own, or anyone's for an admin). Journaled", access: RO, body: &[], query: &[], errors: &[404, 409] },
-    Route { method: "post", path: "/password", tag: "access", summary: "Change the caller's password: Basic login:current-password; every token and console session of the user ends. Journaled", access: Public,
+    Route { method: "post", path: "/password", tag: "access", summary: "Change the caller's password: Basic login:current-password; every token and console session of the user ends. Journaled", access: Password,
         body: &[("new_password", "string", true, "12 to 200 characters")], query: &[], errors: &[400, 401, 429] },
     Route { method: "get", path: "/users", tag: "access", summary: "Users", access: ADMIN, body: &[], query: &[], errors: &[] },
     Route { method: "post", path: "/users", tag: "access", summary: "Create a user; a password is generated and returned once unless given", access: ADMIN,
@@ -137,13 +142,22 @@ pub fn spec() -> Value {
             json!({ "name": name, "in": "query", "required": false, "description": desc, "schema": { "type": ty } })
         }));
         let mut responses = Map::new();
-        responses.insert("200".into(), json!({ "description": "success", "content": { "application/json": {} } }));
+        // What the handlers answer on success: 201 where they create, an event stream for the
+        // live journal.
+        let created = r.method == "post" && CREATED.contains(&r.path);
+        let content = if r.path == "/events/stream" { "text/event-stream" } else { "application/json" };
+        responses.insert(
+            (if created { "201" } else { "200" }).into(),
+            json!({ "description": if created { "created" } else { "success" }, "content": { content: {} } }),
+        );
         let mut codes: Vec<u16> = r.errors.to_vec();
         match r.access {
             Access::Public => {}
             Access::User(_) => codes.extend([401, 403]),
-            Access::Agent => codes.push(401),
+            Access::Password | Access::Agent => codes.push(401),
         }
+        codes.sort_unstable();
+        codes.dedup();
         for c in codes {
             responses.insert(c.to_string(), json!({ "description": reason(c), "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
         }
@@ -157,9 +171,10 @@ pub fn spec() -> Value {
         match r.access {
             Access::Public => op["security"] = json!([]),
             Access::User(role) => {
-                op["security"] = json!([{ "token": [] }, { "password": [] }]);
+                op["security"] = json!([{ "token": [] }]);
                 op["x-parc-role"] = role.into();
             }
+            Access::Password => op["security"] = json!([{ "password": [] }]),
             Access::Agent => op["security"] = json!([{ "agentToken": [] }]),
         }
         if !r.body.is_empty() {
@@ -187,8 +202,8 @@ pub fn spec() -> Value {
         "components": {
             "securitySchemes": {
                 "token": { "type": "http", "scheme": "bearer", "description": "API token (POST /api/v1/tokens)" },
-                "password": { "type": "http", "scheme": "basic", "description": "login and password (to create tokens)" },
-                "agentToken": { "type": "http", "scheme": "bearer", "description": "task token from the boot script (parc.token=)" }
+                "password": { "type": "http", "scheme": "basic", "description": "login and password: only to create tokens and change the password" },
+                "agentToken": { "type": "http", "scheme": "bearer", "description": "the agent's session, from hello with the boot script's credential (parc.token=)" }
             },
             "schemas": { "Error": { "type": "object", "properties": { "error": { "type": "string" }, "field": { "type": "string" } }, "required": ["error"] } }
         }
