@@ -282,13 +282,18 @@ fn ten_thousand_idle_connections_from_one_address_stop_nothing() {
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
 }
 
+/// Raises this process's open-file limit to `n` (the hard limit too, as root; `parc serve`
+/// started afterwards inherits it), or as far as allowed.
 fn raise_own_file_limit(n: u64) {
     let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-        l.rlim_cur = l.rlim_max.min(n.max(l.rlim_cur));
-        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        let wanted = libc::rlimit { rlim_cur: n.max(l.rlim_cur), rlim_max: n.max(l.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            l.rlim_cur = l.rlim_max.min(n.max(l.rlim_cur));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
     }
 }
 
