@@ -64,33 +64,28 @@ pub fn client_trusting(request_timeout: Duration, roots: &std::path::Path) -> ur
             _ => None,
         })
         .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(5)))
-        .timeout_global(Some(request_timeout))
-        .http_status_as_error(false)
-        .tls_config(tls)
-        .build()
-        .into()
+    agent_with(request_timeout, tls_config().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)))
 }
 
 /// A client that accepts any certificate: only to fetch a CA certificate whose fingerprint the
 /// caller then checks against one a technician typed.
 pub fn client_unverified(request_timeout: Duration) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
+    agent_with(request_timeout, tls_config().disable_verification(true))
+}
+
+/// rustls with ring, the one TLS stack of the workspace.
+fn tls_config() -> ureq::tls::TlsConfigBuilder {
+    ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
-        .disable_verification(true)
         .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
+}
+
+fn agent_with(request_timeout: Duration, tls: ureq::tls::TlsConfigBuilder) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(5)))
         .timeout_global(Some(request_timeout))
         .http_status_as_error(false)
-        .tls_config(tls)
+        .tls_config(tls.build())
         .build()
         .into()
 }
