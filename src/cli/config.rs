@@ -32,6 +32,32 @@ pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `par
 # Names the appliance's own certificate is for, besides its host name and addresses.
 # names = ["parc.hopital.local"]
 
+[directory]
+# Technicians log in with their accounts of the hospital's directory (Active Directory or
+# LDAP); parc's local accounts (admin) keep working when it is unreachable. Off unless url is
+# set. Passwords never travel in clear: ldaps://, or ldap:// with starttls = true.
+# url = "ldaps://ad.hopital.local"
+# starttls = false
+# CA certificates (PEM) that signed the directory's certificate; the system's otherwise.
+# ca_file = "/etc/parc/ad-ca.pem"
+# The service account that looks users up, its password alone in a file (chmod 600); without
+# them the search is anonymous.
+# bind_dn = "CN=svc-parc,OU=Comptes de service,DC=hopital,DC=local"
+# bind_password_file = "/etc/parc/ad-bind-password"
+# user_base = "DC=hopital,DC=local"
+# {login} is the login typed (escaped). OpenLDAP: "(uid={login})".
+# user_filter = "(&(objectClass=user)(sAMAccountName={login}))"
+# Groups: by default the user entry's memberOf. With group_base, the groups found there by
+# group_filter ({dn}: the user's DN); Active Directory's nested groups:
+# "(member:1.2.840.113556.1.4.1941:={dn})".
+# group_base = "OU=Groupes,DC=hopital,DC=local"
+# group_filter = "(member={dn})"
+# Groups giving each role (the highest wins); an account in none of them cannot log in.
+# admin_groups = ["CN=GG-Parc-Admins,OU=Groupes,DC=hopital,DC=local"]
+# technician_groups = ["CN=GG-Parc-Techniciens,OU=Groupes,DC=hopital,DC=local"]
+# readonly_groups = []
+# timeout_secs = 5
+
 [pxe]
 # Network boot is off unless an interface is given: the interface of the imaging network.
 # interface = "enp3s0"
@@ -77,6 +103,72 @@ pub struct FileConfig {
     pub profiles: ProfilesSection,
     #[serde(default)]
     pub tasks: TasksSection,
+    #[serde(default)]
+    pub directory: DirectorySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    pub user_base: Option<String>,
+    pub user_filter: Option<String>,
+    pub group_base: Option<String>,
+    pub group_filter: Option<String>,
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    #[serde(default)]
+    pub technician_groups: Vec<String>,
+    #[serde(default)]
+    pub readonly_groups: Vec<String>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl DirectorySection {
+    /// The directory's settings, `None` when no url is set; the service account's password is
+    /// read from its file, which must not be readable by others.
+    pub fn resolve(&self) -> Result<Option<parc_web::directory::DirectoryConfig>> {
+        let Some(url) = self.url.clone() else { return Ok(None) };
+        let user_base =
+            self.user_base.clone().context("[directory] user_base is required: where user accounts are searched")?;
+        let bind_password = match &self.bind_password_file {
+            None => None,
+            Some(path) => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(path)
+                    .with_context(|| format!("[directory] bind_password_file {}", path.display()))?;
+                if meta.mode() & 0o077 != 0 {
+                    anyhow::bail!(
+                        "[directory] bind_password_file {} is readable by others: chmod 600 it",
+                        path.display()
+                    );
+                }
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("[directory] bind_password_file {}", path.display()))?;
+                Some(text.trim_end_matches(['\r', '\n']).to_string())
+            }
+        };
+        Ok(Some(parc_web::directory::DirectoryConfig {
+            url,
+            starttls: self.starttls,
+            ca_file: self.ca_file.clone(),
+            bind_dn: self.bind_dn.clone(),
+            bind_password,
+            user_base,
+            user_filter: self.user_filter.clone().unwrap_or_else(|| parc_web::directory::AD_USER_FILTER.into()),
+            group_base: self.group_base.clone(),
+            group_filter: self.group_filter.clone().unwrap_or_else(|| parc_web::directory::DEFAULT_GROUP_FILTER.into()),
+            admin_groups: self.admin_groups.clone(),
+            technician_groups: self.technician_groups.clone(),
+            readonly_groups: self.readonly_groups.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs.unwrap_or(5).clamp(1, 60)),
+        }))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

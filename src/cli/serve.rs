@@ -83,6 +83,7 @@ struct Settings {
     remote: Option<parc_web::profiles::Remote>,
     pull_every: std::time::Duration,
     agent_silence: std::time::Duration,
+    directory: Option<parc_web::directory::DirectoryConfig>,
 }
 
 fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
@@ -91,7 +92,9 @@ fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
         Some("off") => None,
         Some(addr) => Some(addr.parse().with_context(|| format!("HTTPS address {addr:?}: give ADDRESS:PORT or off"))?),
     };
+    let directory = file.directory.resolve()?;
     Ok(Settings {
+        directory,
         http: a.http.or(file.http.listen).unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
         https,
         bounds: {
@@ -220,6 +223,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         state.wake.target = target;
     }
     state.wake.interface = a.pxe_interface.clone();
+    if let Some(c) = a.directory.clone() {
+        let url = c.url.clone();
+        state.directory = Some(Arc::new(parc_web::directory::Directory::new(c).context("[directory] in parc.toml")?));
+        tracing::info!(%url, "technicians log in through the directory");
+    }
     parc_web::failpoint::announce();
     // Operations a crash interrupted between their inventory commit and their tasks.
     for line in parc_web::ops::recover(&state)
@@ -268,6 +276,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             ),
             None => None,
         };
+        // Before the lines below, which tell scripts the server is up: whoever reads them may
+        // look for the file at once.
+        let password_file = a.data.join(parc_web::FIRST_PASSWORD_FILE);
+        if let Some(pw) = &first.admin_password {
+            std::fs::write(&password_file, format!("{pw}\n"))
+                .with_context(|| format!("writing {}", password_file.display()))?;
+        }
         // Scripts and tests read these lines to find the ports when started with port 0.
         println!("parc serving {} on http://{addr}", a.data.display());
         if let (Some(l), Some(t)) = (&https_listener, &tls) {
@@ -277,12 +292,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             println!("created the profiles repository {} with example departments", a.data.join("profiles").display());
         }
         if let Some(pw) = &first.admin_password {
-            let file = a.data.join(parc_web::FIRST_PASSWORD_FILE);
-            std::fs::write(&file, format!("{pw}\n")).with_context(|| format!("writing {}", file.display()))?;
             println!("first start: console and API account 'admin', password {pw}");
             println!(
                 "  (also in {}, 0600, until changed; it must be changed at first login: parc login --server http://{addr} --user admin)",
-                file.display()
+                password_file.display()
             );
         }
         tokio::spawn(watch_profiles(state.clone(), a.pull_every, shutdown.clone()));

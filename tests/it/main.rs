@@ -3,6 +3,7 @@
 mod agent;
 mod api;
 mod console;
+mod directory;
 mod e2e;
 mod imaging;
 mod lab;

@@ -140,6 +140,13 @@ impl FromRequestParts<AppState> for PasswordCaller {
             Err(crate::console::session::LoginRefused::Wrong) => {
                 Err(AppError::Unauthorized("wrong login or password".into()))
             }
+            Err(crate::console::session::LoginRefused::NoRole) => Err(AppError::Forbidden(
+                "the directory accepted the password, but the account is in no group that gives a parc role: ask an administrator"
+                    .into(),
+            )),
+            Err(crate::console::session::LoginRefused::DirectoryUnavailable) => Err(AppError::Unavailable(
+                "the hospital's directory does not answer: try again in a moment (local accounts still work)".into(),
+            )),
         })
         .await
     }

@@ -11,6 +11,7 @@ pub mod bulk;
 mod chunks;
 mod console;
 pub mod db;
+pub mod directory;
 mod error;
 pub mod failpoint;
 pub mod grant;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// The appliance's own CA certificate (PEM), served at `/tls/ca.pem` for technicians to
     /// check against the fingerprint `parc serve` printed.
     pub ca_pem: Option<Arc<str>>,
+    /// The hospital's directory, when technicians log in with their directory accounts.
+    pub directory: Option<Arc<directory::Directory>>,
 }
 
 /// Something that just happened, for live views.
@@ -141,6 +144,7 @@ impl AppState {
             sightings: Arc::default(),
             limits: Arc::default(),
             ca_pem: None,
+            directory: None,
         };
         // Pins as the database and the profiles say now: a crash left none stale or missing.
         store::rebuild(&state).map_err(|e| OpenError::Pins(e.to_string()))?;

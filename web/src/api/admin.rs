@@ -104,6 +104,19 @@ pub struct NewToken {
 }
 
 const DAY_MS: i64 = 86_400_000;
+/// The longest a directory account's token lasts.
+pub const DIRECTORY_TOKEN_DAYS: i64 = 7;
+
+/// Refuses to change locally what the hospital's directory decides for its accounts.
+pub(crate) fn not_from_directory(u: &User, what: &str) -> Result<(), AppError> {
+    match &u.directory_dn {
+        Some(dn) => Err(AppError::Conflict(format!(
+            "the {what} of {} comes from the hospital's directory ({dn}): change it there",
+            u.login
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// Creates an API token for the calling user, who must present its password (Basic): a
 /// stolen token cannot make more.
@@ -122,9 +135,19 @@ pub async fn token_create(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::invalid("name", "1 to 100 characters"));
     }
-    let days = b.expires_in_days.unwrap_or(90);
-    if !(1..=365).contains(&days) {
-        return Err(AppError::invalid("expires_in_days", "1 to 365"));
+    // A directory account is checked against the directory at each login only: its tokens
+    // must end soon after the directory disables it or takes it out of parc's groups.
+    let max_days = if user.directory_dn.is_some() { DIRECTORY_TOKEN_DAYS } else { 365 };
+    let days = b.expires_in_days.unwrap_or(90.min(max_days));
+    if !(1..=max_days).contains(&days) {
+        return Err(AppError::invalid(
+            "expires_in_days",
+            if user.directory_dn.is_some() {
+                format!("1 to {max_days} for a directory account (its groups are checked at each login)")
+            } else {
+                format!("1 to {max_days}")
+            },
+        ));
     }
     blocking(move || {
         let token = auth::new_secret("parc_");
@@ -208,6 +231,7 @@ pub async fn password_change(
     PasswordCaller(user): PasswordCaller,
     Json(b): Json<PasswordBody>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    not_from_directory(&user, "password")?;
     check_new_password(&b.new_password)?;
     let _permit = auth::hashing_permit().await?;
     blocking(move || {
@@ -275,6 +299,9 @@ pub(crate) fn update_user(
         return Err(AppError::invalid("role", "give role and/or disabled"));
     }
     let u = st.db.user_by_login(login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
+    if role.is_some_and(|r| r != u.role) {
+        not_from_directory(&u, "role")?;
+    }
     if u.id == caller.0.id && (disabled == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
         return Err(AppError::Conflict("an admin cannot disable or demote itself; ask another admin".into()));
     }
@@ -324,6 +351,7 @@ pub async fn user_reset_password(
 pub(crate) fn reset_password(st: &AppState, caller: &Caller, login: &str) -> Result<(String, usize), AppError> {
     caller.require(Role::Admin)?;
     let u = st.db.user_by_login(login)?.ok_or_else(|| AppError::NotFound(format!("no user {login:?}")))?;
+    not_from_directory(&u, "password")?;
     let password = auth::new_password();
     st.db.reset_password(u.id, &auth::hash_password(&password))?;
     let revoked = st.db.revoke_tokens_of(u.id)?;

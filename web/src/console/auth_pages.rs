@@ -111,6 +111,14 @@ pub async fn login(State(st): State<AppState>, req: Request) -> Response {
             page.error = Some("login.throttled");
             render(&page, &page.ctx, StatusCode::TOO_MANY_REQUESTS)
         }
+        Ok(Err(session::LoginRefused::NoRole)) => {
+            page.error = Some("login.no_role");
+            render(&page, &page.ctx, StatusCode::FORBIDDEN)
+        }
+        Ok(Err(session::LoginRefused::DirectoryUnavailable)) => {
+            page.error = Some("login.directory_down");
+            render(&page, &page.ctx, StatusCode::SERVICE_UNAVAILABLE)
+        }
         Err(e) => {
             tracing::error!(error = %e, "console login");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the appliance log").into_response()
@@ -165,6 +173,7 @@ pub async fn password_form(s: Session) -> Response {
 
 pub async fn password_change(State(st): State<AppState>, form: CsrfForm) -> Result<Response, ConsoleError> {
     let s = form.session.clone();
+    crate::api::admin::not_from_directory(&s.user, "password").or_page(&s)?;
     let current = form.fields.get("current").cloned().unwrap_or_default();
     let new = form.fields.get("new").cloned().unwrap_or_default();
     let confirm = form.fields.get("confirm").cloned().unwrap_or_default();

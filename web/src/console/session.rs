@@ -148,6 +148,10 @@ pub enum LoginRefused {
     Throttled {
         wait_ms: i64,
     },
+    /// The directory accepted the password but no group of the account gives a parc role.
+    NoRole,
+    /// The directory could not be asked (local accounts still work).
+    DirectoryUnavailable,
 }
 
 /// How long a key must wait after `failures` failures, the last at `last`: nothing for the
@@ -161,7 +165,21 @@ pub fn wait_ms(failures: i64, last: i64, now: i64) -> i64 {
     (last + delay - now).max(0)
 }
 
-/// Checks a login and password with throttling; journals failures and lockouts. Blocking.
+/// What checking one login and password found, before throttling and journaling.
+enum Verdict {
+    Accepted(User),
+    /// Counts as a failure; `detail` (the directory's reason) goes to the journal only.
+    Wrong(Option<String>),
+    NoRole(String),
+    Unavailable {
+        why: String,
+        asked: bool,
+    },
+}
+
+/// Checks a login and password with throttling; journals failures and lockouts. A local
+/// account is checked against its argon2 hash; any other login, when a directory is set, by
+/// the directory. Blocking (it may wait for the directory).
 pub fn check_login(
     st: &AppState,
     login: &str,
@@ -182,41 +200,137 @@ pub fn check_login(
         }
     }
     let user = st.db.user_by_login(login)?;
-    // An unknown login costs one argon2 verification too: the answer's timing must not tell
-    // which logins exist.
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let hash = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
-        Some(h) => h,
-        None => DECOY.get_or_init(|| crate::auth::hash_password(&new_secret(""))).as_str(),
+    let verdict = match (user, &st.directory) {
+        (Some(u), _) if u.directory_dn.is_none() => {
+            if crate::auth::verify_password(password, u.password_hash.as_deref().unwrap_or_else(|| decoy()))
+                && !u.disabled
+            {
+                Verdict::Accepted(u)
+            } else {
+                Verdict::Wrong(None)
+            }
+        }
+        (_, Some(dir)) => ask_directory(st, dir, login, password)?,
+        (_, None) => {
+            // An unknown login costs one argon2 verification too: the answer's timing must not
+            // tell which logins exist.
+            crate::auth::verify_password(password, decoy());
+            Verdict::Wrong(None)
+        }
     };
-    let verified = crate::auth::verify_password(password, hash);
-    let ok = verified && user.as_ref().is_some_and(|u| !u.disabled && u.password_hash.is_some());
-    match user {
-        Some(u) if ok => {
+    let journal = |kind: &str, msg: &str| {
+        st.event(&NewEvent {
+            actor: "parc",
+            kind,
+            mac: None,
+            task_id: None,
+            message: &crate::ops::one_line(msg),
+            data: None,
+        })
+    };
+    match verdict {
+        Verdict::Accepted(u) => {
             st.db.login_succeeded(&keys[0])?;
             st.db.login_succeeded(&keys[1])?;
             Ok(Ok(u))
         }
-        _ => {
+        Verdict::NoRole(dn) => {
+            journal(
+                "login.no_role",
+                &format!(
+                    "{through} login refused for {login:?} from {ip}: the directory accepted the password but {dn} \
+                     is in no group mapped to a parc role ([directory] *_groups in parc.toml)"
+                ),
+            )?;
+            Ok(Err(LoginRefused::NoRole))
+        }
+        Verdict::Unavailable { why, asked } => {
+            tracing::warn!(login, ip, why, "directory unreachable");
+            // Asked at most once per retry period: the journal gets one line per outage
+            // period, not one per attempt.
+            if asked {
+                journal(
+                    "directory.unreachable",
+                    &format!("the directory could not be asked ({why}); local accounts still work"),
+                )?;
+            }
+            Ok(Err(LoginRefused::DirectoryUnavailable))
+        }
+        Verdict::Wrong(detail) => {
             let n = keys.iter().map(|k| st.db.login_failed(k)).collect::<Result<Vec<_>, _>>()?;
             let worst = n.into_iter().max().unwrap_or(0);
-            let msg = if worst >= FREE_FAILURES {
-                format!("{through} login refused for {login:?} from {ip}: {worst} failures, now throttled")
+            let why = if worst >= FREE_FAILURES {
+                format!("{worst} failures, now throttled")
             } else {
-                format!("{through} login refused for {login:?} from {ip}: wrong login or password")
+                "wrong login or password".to_string()
             };
+            let detail = detail.map(|d| format!(" (directory: {d})")).unwrap_or_default();
             tracing::warn!(login, ip, through, failures = worst, "login refused");
-            st.event(&NewEvent {
-                actor: "parc",
-                kind: if worst >= FREE_FAILURES { "login.throttled" } else { "login.failed" },
-                mac: None,
-                task_id: None,
-                message: &msg,
-                data: None,
-            })?;
+            journal(
+                if worst >= FREE_FAILURES { "login.throttled" } else { "login.failed" },
+                &format!("{through} login refused for {login:?} from {ip}: {why}{detail}"),
+            )?;
             Ok(Err(LoginRefused::Wrong))
         }
     }
+}
+
+fn decoy() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| crate::auth::hash_password(&new_secret("")))
+}
+
+/// The directory's verdict, with the account recorded or refreshed in parc (role, name, mail
+/// from the directory) when it is accepted.
+fn ask_directory(
+    st: &AppState,
+    dir: &crate::directory::Directory,
+    login: &str,
+    password: &str,
+) -> Result<Verdict, AppError> {
+    use crate::directory::Outcome;
+    let outcome = tokio::runtime::Handle::current().block_on(dir.authenticate(login, password));
+    Ok(match outcome {
+        Outcome::Accepted(du) => {
+            let before = st.db.user_by_login(&du.login)?;
+            match st.db.upsert_directory_user(&du.login, &du.name, &du.email, du.role, &du.dn)? {
+                None => {
+                    Verdict::Wrong(Some(format!("{:?} is a local account; the directory does not log it in", du.login)))
+                }
+                Some(u) if u.disabled => Verdict::Wrong(Some(format!("{} is disabled in parc", u.login))),
+                Some(u) => {
+                    let was = before.as_ref().map(|b| b.role);
+                    if was != Some(u.role) {
+                        st.event(&NewEvent {
+                            actor: "parc",
+                            kind: if was.is_none() { "user.create" } else { "user.role" },
+                            mac: None,
+                            task_id: None,
+                            message: &crate::ops::one_line(&format!(
+                                "{} ({}) is {} from its directory groups{}",
+                                u.login,
+                                du.dn,
+                                u.role.as_str(),
+                                was.map(|r| format!(", was {}", r.as_str())).unwrap_or_default()
+                            )),
+                            data: None,
+                        })?;
+                    }
+                    Verdict::Accepted(u)
+                }
+            }
+        }
+        Outcome::Refused { detail } => Verdict::Wrong(Some(detail)),
+        Outcome::NoRole { dn } => {
+            // Out of every parc group now: what it held before ends too.
+            if let Some(u) = st.db.user_by_login(&login.to_lowercase())?.filter(|u| u.directory_dn.is_some()) {
+                st.db.revoke_tokens_of(u.id)?;
+                st.db.delete_sessions_of(u.id, None)?;
+            }
+            Verdict::NoRole(dn)
+        }
+        Outcome::Unreachable { why, asked } => Verdict::Unavailable { why, asked },
+    })
 }
 
 /// Opens a session for `user`; returns the cookie secret.

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_intents.sql"),
     include_str!("migrations/0005_agent_credentials.sql"),
     include_str!("migrations/0006_token_expiry.sql"),
+    include_str!("migrations/0007_directory_users.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

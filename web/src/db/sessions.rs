@@ -39,7 +39,7 @@ impl Db {
                      WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0"
                 ),
                 params![token_hash, now],
-                |r| Ok(SessionRow { user: user_row(r)?, csrf: r.get(8)?, expires_at: r.get(9)? }),
+                |r| Ok(SessionRow { user: user_row(r)?, csrf: r.get(9)?, expires_at: r.get(10)? }),
             )
             .optional()?;
         if row.is_some() {

@@ -42,6 +42,8 @@ pub struct User {
     pub password_hash: Option<String>,
     pub must_change_password: bool,
     pub disabled: bool,
+    /// The account's entry in the hospital's directory; `None` for a local account.
+    pub directory_dn: Option<String>,
 }
 
 pub(super) fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
@@ -55,6 +57,7 @@ pub(super) fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         password_hash: r.get(5)?,
         must_change_password: r.get(6)?,
         disabled: r.get(7)?,
+        directory_dn: r.get(8)?,
     })
 }
 
@@ -86,7 +89,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
 }
 
 pub(super) const USER_COLUMNS: &str =
-    "u.id, u.login, u.name, u.email, u.role, u.password_hash, u.must_change_password, u.disabled";
+    "u.id, u.login, u.name, u.email, u.role, u.password_hash, u.must_change_password, u.disabled, u.directory_dn";
 
 impl Db {
     pub fn user_count(&self) -> Result<i64, DbError> {
@@ -117,6 +120,33 @@ impl Db {
         }
         let id = conn.last_insert_rowid();
         Ok(conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"), [id], user_row)?)
+    }
+
+    /// Records or refreshes an account the directory accepted; `None` when a local account
+    /// holds that login (a directory never takes over a local account).
+    pub fn upsert_directory_user(
+        &self,
+        login: &str,
+        name: &str,
+        email: &str,
+        role: Role,
+        dn: &str,
+    ) -> Result<Option<User>, DbError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO users (login, name, email, role, password_hash, must_change_password, created_at, directory_dn)
+             VALUES (?1, ?2, ?3, ?4, NULL, 0, ?5, ?6)
+             ON CONFLICT(login) DO UPDATE SET name = ?2, email = ?3, role = ?4, directory_dn = ?6
+             WHERE users.directory_dn IS NOT NULL",
+            params![login, name, email, role.as_str(), now_ms(), dn],
+        )?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.login = ?1 AND u.directory_dn IS NOT NULL"),
+                [login],
+                user_row,
+            )
+            .optional()?)
     }
 
     pub fn user_by_login(&self, login: &str) -> Result<Option<User>, DbError> {
