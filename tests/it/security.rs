@@ -585,3 +585,78 @@ fn a_null_field_in_an_edit_is_refused_and_changes_nothing() {
     let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
     assert_eq!((m["hostname"].clone(), m["serial"].clone()), before, "{m}");
 }
+
+/// A remote site's HTTP cache in front of parc (nginx `proxy_cache`, caching everything it is
+/// allowed to): the second deploy's chunks all come from the cache, byte-exact; manifests are
+/// never kept by it (they need a credential: `Cache-Control: private`).
+#[test]
+fn a_remote_site_cache_serves_the_second_deploy_and_never_keeps_a_manifest() {
+    if !have("nginx", "nginx-light") {
+        return;
+    }
+    let a = appliance("127.0.0.1:0");
+    let dir = a.dir.path();
+    let d = dir.display();
+    let port = free_port();
+    let upstream = a.srv.url.trim_start_matches("http://");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               log_format cache '$request_method $uri $upstream_cache_status $status';\n\
+               access_log {d}/nginx-access.log cache;\n\
+               client_body_temp_path {d}/nginx-body; proxy_temp_path {d}/nginx-proxy;\n\
+               fastcgi_temp_path {d}/nginx-fcgi; uwsgi_temp_path {d}/nginx-uwsgi; scgi_temp_path {d}/nginx-scgi;\n\
+               proxy_cache_path {d}/nginx-cache levels=1:2 keys_zone=site:4m max_size=1g inactive=1d use_temp_path=off;\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{ proxy_pass http://{upstream}; proxy_cache site; proxy_cache_valid 200 1d; proxy_cache_lock on; }}\n\
+               }}\n\
+             }}\n"
+        ),
+    )
+    .unwrap();
+    let _nginx = Killed(
+        std::process::Command::new("nginx")
+            .args(["-e", &format!("{d}/nginx-error.log"), "-p", &format!("{d}/"), "-c", conf.to_str().unwrap()])
+            .spawn()
+            .expect("nginx"),
+    );
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "nginx did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let site = format!("http://127.0.0.1:{port}");
+    let token = a.admin.token.clone().unwrap();
+    let source = sha256_file(&dir.join("debian-poste-1.raw"));
+    let deploy = |to: &str| {
+        let out = dir.join(to);
+        let r =
+            parc_json_as(&token, &["image", "deploy", "debian-poste", "--store", &site, "--to", out.to_str().unwrap()]);
+        assert_eq!(sha256_file(&out), source, "{to}: {r}");
+    };
+    let chunk_lines = |status: &str| {
+        std::fs::read_to_string(dir.join("nginx-access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("GET /chunks/") && l.contains(&format!(" {status} ")))
+            .count()
+    };
+    deploy("site-pc-1.raw");
+    let fetched = chunk_lines("MISS");
+    assert!(fetched > 0, "the first deploy fetched no chunk through the cache");
+    deploy("site-pc-2.raw");
+    assert_eq!(chunk_lines("MISS"), fetched, "the second deploy went back to parc for chunks");
+    assert_eq!(chunk_lines("HIT"), fetched, "the second deploy's chunks did not come from the cache");
+    // A manifest fetched through the cache with a token is not served to someone without one.
+    let path = format!("/manifests/{}", a.image_digest);
+    let with =
+        sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {token}' {site}{path}"));
+    assert_eq!(with, "200");
+    let without = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {site}{path}"));
+    assert_eq!(without, "401", "the site's cache handed out a manifest without a credential");
+}

@@ -348,6 +348,16 @@ pub fn start_env(data: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)]) 
     Server { child, url, https_url, fingerprint, stdout }
 }
 
+/// A helper process (nginx, slapd…) killed when the test ends, even by a panic.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
