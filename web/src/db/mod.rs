@@ -247,6 +247,7 @@ pub struct EventQuery {
 
 /// What an agent says about the machine it runs on.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hardware {
     pub mac: String,
     #[serde(default)]
@@ -262,6 +263,7 @@ pub struct Hardware {
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskInfo {
     pub name: String,
     pub size_bytes: u64,
