@@ -804,3 +804,161 @@ fn wake_on_lan_sends_the_magic_packet_and_is_journaled() {
     wol.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
     assert!(wol.recv_from(&mut buf).is_err(), "a refused wake sent a packet");
 }
+
+/// Where `scripts/test` installs the contract fuzzer (a pinned schemathesis in a virtualenv).
+fn schemathesis() -> Option<PathBuf> {
+    let st = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/schemathesis/bin/schemathesis");
+    if st.exists() {
+        return Some(st);
+    }
+    prerequisite_missing(&format!("{} is missing (scripts/test installs it)", st.display()));
+    None
+}
+
+/// The OpenAPI document is the API's contract: schemathesis generates requests from it, valid
+/// and invalid, for every operation of a real `parc serve`, and checks that no answer is a
+/// server error, and that every status code, content type and body is the documented one, and
+/// that invalid requests are refused. Bounded: 20 examples per operation and phase, about
+/// 30 s on 2 cores.
+///
+/// The fixture gives the fuzzer something to reach: the admin's token, a second user's
+/// password for `/password` (changing the admin's would end the token the run uses), a token
+/// to revoke and a user to reset (by fixed parameters: revoking the run's own token or
+/// resetting the admin would end the run's access), machines and a queued task to act on,
+/// and two agent sessions: one reporting (`done` and `failed` end its task), one whose task
+/// stays running for `/agent/task` and the profile files. Excluded: `/events/stream`, which
+/// never ends while the server runs.
+#[test]
+fn openapi_contract_holds_under_schemathesis() {
+    let Some(st) = schemathesis() else { return };
+    let wol = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let wol_target = wol.local_addr().unwrap().to_string();
+    let a = appliance_with("127.0.0.1:0", &["--wol-target", &wol_target]);
+    install_netboot(&a);
+    let admin = &a.admin;
+    let (s, r) = admin.post(
+        "/api/v1/users",
+        json!({ "login": "fuzz-pw", "name": "Fuzz", "role": "readonly", "password": "fuzz-password-1" }),
+    );
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = admin.post("/api/v1/users", json!({ "login": "fuzz-target", "name": "Target", "role": "readonly" }));
+    assert_eq!(s, 201, "{r}");
+    let anon = Api::new(&a.srv.url, None);
+    let (s, spare) = anon.post_with(
+        "/api/v1/tokens",
+        json!({ "name": "to revoke" }),
+        &[("Authorization", &basic("admin", ADMIN_PASSWORD))],
+    );
+    assert_eq!(s, 201, "{spare}");
+    let machine = |mac: &str, install: bool| {
+        let (s, r) =
+            admin.post("/api/v1/machines", json!({ "mac": mac, "department": "radiologie", "install": install }));
+        assert_eq!(s, 201, "{r}");
+        r
+    };
+    machine("52:54:00:f0:00:01", true);
+    machine("52:54:00:f0:00:02", true);
+    machine("52:54:00:f0:00:03", false);
+    let queued = machine("52:54:00:f0:00:04", true)["task"]["id"].as_i64().unwrap();
+    let (running, _) = agent_hello(admin, "52:54:00:f0:00:01", json!({ "mac": "52:54:00:f0:00:01" }));
+    let (reporting, _) = agent_hello(admin, "52:54:00:f0:00:02", json!({ "mac": "52:54:00:f0:00:02" }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = |agent: &Api| {
+        format!(
+            r#"
+[auth.openapi.token]
+bearer = "{token}"
+[auth.openapi.password]
+username = "admin"
+password = "{admin_password}"
+[auth.openapi.agentToken]
+bearer = "{agent}"
+
+[checks.negative_data_rejection]
+# 413: an invalid body large enough is refused for its size first.
+expected-statuses = [400, 401, 403, 404, 409, 413, 429]
+
+[[operations]]
+include-path = "/api/v1/password"
+auth = {{ basic = {{ username = "fuzz-pw", password = "fuzz-password-1" }} }}
+
+[[operations]]
+include-path = "/api/v1/tokens/{{id}}/revoke"
+parameters = {{ id = {spare} }}
+
+[[operations]]
+include-path-regex = "^/api/v1/users/[{{]login[}}]"
+parameters = {{ login = "fuzz-target" }}
+
+[[operations]]
+include-path-regex = "^/api/v1/tasks/[{{]id[}}]"
+parameters = {{ id = {queued} }}
+
+[[operations]]
+include-path-regex = "^/api/v1/machines/[{{]id[}}]"
+parameters = {{ id = "52:54:00:f0:00:03" }}
+"#,
+            token = admin.token.as_deref().unwrap(),
+            admin_password = ADMIN_PASSWORD,
+            agent = agent.token.as_deref().unwrap(),
+            spare = spare["id"],
+        )
+    };
+    let seed = std::env::var("PARC_FUZZ_SEED").unwrap_or_else(|_| "1".into());
+    let run = |name: &str, agent: &Api, filter: &[&str]| {
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, config(agent)).unwrap();
+        let started = std::time::Instant::now();
+        let out = Command::new("timeout")
+            .arg("300")
+            .arg(&st)
+            .arg("--config-file")
+            .arg(&file)
+            .arg("run")
+            .arg(format!("{}/api/v1/openapi.json", a.srv.url))
+            .args(["--max-examples", "20", "--workers", "2", "--seed", &seed, "--request-timeout", "20"])
+            .args(filter)
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,\
+                 negative_data_rejection",
+            ])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "schemathesis ({name}) found mismatches ({:?}):\n{report}", out.status);
+        // Only the first-boot report has no credential here (each is single-use, for a done task).
+        let refused: Vec<&str> = report
+            .lines()
+            .skip_while(|l| !l.starts_with("401 Unauthorized ("))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .collect();
+        assert!(
+            refused.iter().all(|l| l.contains("/agent/first-boot")),
+            "schemathesis ({name}) lost its credentials:\n{report}"
+        );
+        eprintln!("schemathesis ({name}): no mismatch in {:.0?}", started.elapsed());
+    };
+    // `done` and `failed` end their agent's task: they report with the other session.
+    let reports = ["--include-path", "/api/v1/agent/done", "--include-path", "/api/v1/agent/failed"];
+    run(
+        "api",
+        &running,
+        &[
+            "--exclude-path",
+            "/api/v1/events/stream",
+            "--exclude-path",
+            "/api/v1/agent/done",
+            "--exclude-path",
+            "/api/v1/agent/failed",
+        ],
+    );
+    run("reports", &reporting, &reports);
+    // The run kept its access: its token and the admin's password still work.
+    let (s, r) = admin.get("/api/v1/users");
+    assert_eq!(s, 200, "{r}");
+}

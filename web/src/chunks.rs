@@ -159,7 +159,7 @@ pub struct Resolved {
 pub async fn image_resolve(
     State(st): State<AppState>,
     reader: ImageReader,
-    Path(reference): Path<String>,
+    crate::api::Path(reference): crate::api::Path<String>,
 ) -> Result<Json<Resolved>, AppError> {
     reader.require_resolve(&reference)?;
     let store = st.store.clone();

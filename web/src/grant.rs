@@ -19,6 +19,24 @@ pub struct Granted {
     pub summary: String,
 }
 
+/// A grant's address and minutes (15 unless given), checked whatever the action: a body that
+/// carries them is refused when they are wrong, not silently ignored.
+pub fn window(b: &ActionBody) -> Result<(Option<Ipv4Addr>, u64), AppError> {
+    let address = match b.address.as_deref() {
+        None => None,
+        Some(a) => {
+            let a: Ipv4Addr =
+                a.parse().map_err(|_| AppError::invalid("address", "an IPv4 address such as 10.20.0.57"))?;
+            if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+                return Err(AppError::invalid("address", "a unicast address of a PC"));
+            }
+            Some(a)
+        }
+    };
+    crate::api::in_range("minutes", b.minutes, 1, 120)?;
+    Ok((address, b.minutes.unwrap_or(15)))
+}
+
 /// Allows machine `id` (inventory hostname or MAC, or any MAC: an unknown PC must be able to
 /// register) to get a boot credential from `address` for `minutes`. Blocking.
 pub fn grant(st: &AppState, caller: &Caller, id: &str, b: &ActionBody) -> Result<Granted, AppError> {
@@ -30,19 +48,9 @@ pub fn grant(st: &AppState, caller: &Caller, id: &str, b: &ActionBody) -> Result
             AppError::NotFound(format!("no machine {id:?} in the inventory, and it is not a MAC address"))
         })?,
     };
-    let address: Ipv4Addr = b
-        .address
-        .as_deref()
-        .ok_or_else(|| AppError::invalid("address", "required: the IPv4 address the machine boots from"))?
-        .parse()
-        .map_err(|_| AppError::invalid("address", "an IPv4 address such as 10.20.0.57"))?;
-    if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
-        return Err(AppError::invalid("address", "a unicast address of a PC"));
-    }
-    let minutes = b.minutes.unwrap_or(15);
-    if !(1..=120).contains(&minutes) {
-        return Err(AppError::invalid("minutes", "1 to 120"));
-    }
+    let (address, minutes) = window(b)?;
+    let address =
+        address.ok_or_else(|| AppError::invalid("address", "required: the IPv4 address the machine boots from"))?;
     st.sightings.grant(mac.0, address, minutes);
     let mut summary = format!("network boot of {mac} from {address} allowed for {minutes} min");
     if let Some(r) = b.reason.as_deref().map(crate::ops::one_line).filter(|r| !r.is_empty()) {

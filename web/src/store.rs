@@ -18,13 +18,13 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use parc_imager::digest::Digest;
 use parc_imager::store::dir::Removal;
 use parc_imager::store::{ChunkSource as _, Pin, PinFile, StoreError};
 use serde::Deserialize;
 
-use crate::api::{Json, OptionalJson};
+use crate::api::{Json, OptionalJson, Path};
 use crate::auth::Caller;
 use crate::db::{NewEvent, Role, Task};
 use crate::{blocking, AppError, AppState};

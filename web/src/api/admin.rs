@@ -2,14 +2,14 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
-use super::{Json, Query};
+use super::{Json, Path, Query};
 use crate::auth::{self, Caller, PasswordCaller};
 use crate::db::{Event, EventQuery, NewEvent, Role, TokenRow, User};
 use crate::{blocking, AppError, AppState};
@@ -33,6 +33,7 @@ pub async fn events_list(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<Event>>, AppError> {
     caller.require(Role::Readonly)?;
+    super::in_range("limit", q.limit, 1, 10_000)?;
     blocking(move || {
         let mac = q.machine.map(|m| crate::ops::journal_mac(&st.profiles.snapshot().inventory, &m));
         let query = EventQuery {
@@ -132,8 +133,8 @@ pub async fn token_create(
         )));
     }
     let name = crate::ops::one_line(&b.name);
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AppError::invalid("name", "1 to 100 characters"));
+    if name.is_empty() || b.name.chars().count() > 100 {
+        return Err(AppError::invalid("name", "1 to 100 characters, not all blank"));
     }
     // A directory account is checked against the directory at each login only: its tokens
     // must end soon after the directory disables it or takes it out of parc's groups.
@@ -419,7 +420,10 @@ pub(crate) fn create_user(st: &AppState, caller: &Caller, b: &UserBody) -> Resul
             "1 to 100 characters, no control characters (it is the author name of the git commits this user makes)",
         ));
     }
-    if b.email.as_deref().is_some_and(|e| e.len() > 200 || e.chars().any(|c| c.is_control() || c == '<' || c == '>')) {
+    if b.email
+        .as_deref()
+        .is_some_and(|e| e.chars().count() > 200 || e.chars().any(|c| c.is_control() || c == '<' || c == '>'))
+    {
         return Err(AppError::invalid("email", "at most 200 characters, no control characters or angle brackets"));
     }
     if b.password.as_deref().is_some_and(|p| p.chars().count() < 12) {

@@ -387,7 +387,7 @@ pub async fn progress(
     AgentTask(t): AgentTask,
     Json(p): Json<Progress>,
 ) -> Result<Json<ProgressReply>, AppError> {
-    if p.phase.is_empty() || p.phase.len() > 64 {
+    if p.phase.is_empty() || p.phase.chars().count() > 64 {
         return Err(AppError::invalid("phase", "1 to 64 characters"));
     }
     blocking(move || {

@@ -1,11 +1,11 @@
 //! Departments as parsed from the profiles repository, their problems (file, line, reason),
 //! validation of a department file before committing it, and the repository's status.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use parc_profiles::{Department, EntryKind, Problem};
 use serde::{Deserialize, Serialize};
 
-use super::Json;
+use super::{Json, Path};
 use crate::auth::Caller;
 use crate::db::{NewEvent, Role};
 use crate::{blocking, AppError, AppState};

@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parc_profiles::{Machine, MachineStatus};
 use serde::{Deserialize, Serialize};
 
-use super::{Json, OptionalJson, Query};
+use super::{Json, OptionalJson, Path, Query};
 use crate::auth::Caller;
 use crate::db::{EventQuery, MachineState, Role, Task, TaskKind, TaskQuery, TaskState};
 use crate::ops::{self, machine_etag, MachineEdit, NewMachine, Op};
@@ -38,6 +38,10 @@ pub struct MachineView {
     pub first_boot_at: Option<i64>,
     pub task: Option<Task>,
 }
+
+/// Every value [`status`] can take.
+pub const STATUSES: &[&str] =
+    &["new", "discovered", "queued", "installing", "capturing", "installed", "ready", "failed", "retired"];
 
 pub fn status(inv: Option<&Machine>, hw: Option<&MachineState>, last: Option<&Task>) -> &'static str {
     if inv.is_some_and(|m| m.status == MachineStatus::Retired) {
@@ -137,6 +141,10 @@ pub async fn machines_list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<MachineList>, AppError> {
     caller.require(Role::Readonly)?;
+    super::in_range("limit", q.limit, 1, 1000)?;
+    if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(AppError::invalid("status", format!("{s:?} is not one of {}", STATUSES.join(", "))));
+    }
     blocking(move || Ok(Json(list(&st, &q)?))).await
 }
 
@@ -344,6 +352,7 @@ pub async fn machine_action(
     Path((id, action)): Path<(String, String)>,
     OptionalJson(b): OptionalJson<ActionBody>,
 ) -> Result<Response, AppError> {
+    crate::grant::window(&b)?;
     if action == "wake" {
         let woken = blocking(move || crate::wake::wake(&st, &caller, &id, b.reason.as_deref())).await?;
         return Ok(Json(woken).into_response());
@@ -381,7 +390,30 @@ pub(crate) fn action_op(id: String, action: &str, b: ActionBody) -> Result<Op, A
 pub struct BatchBody {
     #[serde(default)]
     reason: Option<String>,
+    #[serde(deserialize_with = "known_fields_only")]
     operations: Vec<Op>,
+}
+
+/// Operations whose every field is one of theirs: serde cannot refuse unknown fields of the
+/// variants that flatten another struct (`add`, `edit`), so a field that does not come back
+/// when the operation is written out again is refused, naming it.
+fn known_fields_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Op>, D::Error> {
+    use serde::de::Error as _;
+    let raw = Vec::<serde_json::Value>::deserialize(d)?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let op: Op =
+                serde_json::from_value(v.clone()).map_err(|e| D::Error::custom(format!("operations[{i}]: {e}")))?;
+            let back = serde_json::to_value(&op).map_err(D::Error::custom)?;
+            match v.as_object().and_then(|o| o.keys().find(|k| back.get(k.as_str()).is_none())) {
+                Some(k) => {
+                    Err(D::Error::custom(format!("unknown field `{k}`, not one of operations[{i}] ({})", op.name())))
+                }
+                None => Ok(op),
+            }
+        })
+        .collect()
 }
 
 /// Many operations, one commit, one result per operation: 200 whenever the request itself was

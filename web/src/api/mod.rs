@@ -9,7 +9,6 @@ pub(crate) mod machines;
 mod openapi;
 pub(crate) mod tasks;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::FromRequest;
 use axum::routing::{get, post};
 use axum::Router;
@@ -53,33 +52,77 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/file", get(agent::file))
 }
 
+/// A number the request may give, refused (400 naming it) outside `lo..=hi` rather than
+/// clamped: the document's ranges are the ones the server enforces.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    v: Option<T>,
+    lo: T,
+    hi: T,
+) -> Result<(), AppError> {
+    match v {
+        Some(v) if v < lo || v > hi => Err(AppError::invalid(field, format!("{v} is not in {lo} to {hi}"))),
+        _ => Ok(()),
+    }
+}
+
 /// `Json` whose rejections are `AppError`s: a malformed body is a 400 that says which field
-/// is wrong, in the same shape as every other error.
+/// is wrong, in the same shape as every other error. The body must be a JSON object (serde
+/// would also take a struct from an array of its fields in order).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = AppError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(e) => Err(body_error(e.status(), e.body_text())),
+        if !json_content_type(req.headers()) {
+            return Err(AppError::BadRequest("request body: expected Content-Type: application/json".into()));
         }
+        let bytes =
+            axum::body::Bytes::from_request(req, state).await.map_err(|e| body_error(e.status(), e.body_text()))?;
+        object(&bytes).map(Json)
     }
 }
 
-/// A body refused for its size is a 413 (the client must send less), anything else a 400.
+/// `application/json` or `application/…+json`, with any parameters.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence.strip_prefix("application/").is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+}
+
+/// A request body that must be a JSON object, deserialized (errors name the field's path).
+fn object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::BadRequest("request body: a JSON object is expected".into()));
+    }
+    axum::Json::<T>::from_bytes(bytes).map(|axum::Json(v)| v).map_err(|e| body_error(e.status(), e.body_text()))
+}
+
+/// A body refused for its size is a 413 (the client must send less), anything else a 400
+/// (a wrong or missing content type too: axum's 415 and 422 never reach the client). An
+/// unknown field is named in `field`, as every other invalid field is.
 fn body_error(status: axum::http::StatusCode, text: String) -> AppError {
     if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::TooLarge(format!("request body too large: {text}"))
-    } else {
-        AppError::BadRequest(format!("request body: {text}"))
+        return AppError::TooLarge(format!("request body too large: {text}"));
     }
+    match unknown_field(&text) {
+        Some(field) => AppError::invalid(&field, format!("unknown field ({text})")),
+        None => AppError::BadRequest(format!("request body: {text}")),
+    }
+}
+
+/// The field serde's `deny_unknown_fields` refused, from its message ("unknown field `x`, …").
+fn unknown_field(serde_message: &str) -> Option<String> {
+    let rest = serde_message.split("unknown field `").nth(1)?;
+    Some(rest[..rest.find("`, ")?].to_string())
 }
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
@@ -88,24 +131,43 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
-/// `Query` with the same error shape.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Query<T>(pub T);
+/// An axum extractor of the request's parts whose rejection is a 400 in the API's error
+/// shape (axum's own are plain text), its message prefixed with what was wrong.
+macro_rules! parts_extractor {
+    ($(#[$doc:meta])* $name:ident, $axum:path, $what:literal, $($bound:tt)+) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name<T>(pub T);
 
-impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
+        impl<T, S> axum::extract::FromRequestParts<S> for $name<T>
+        where
+            T: $($bound)+,
+            S: Send + Sync,
+        {
+            type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(e) => Err(AppError::BadRequest(format!("query string: {}", e.body_text()))),
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                use $axum as Axum;
+                match Axum::<T>::from_request_parts(parts, state).await {
+                    Ok(Axum(v)) => Ok($name(v)),
+                    Err(e) => Err(AppError::BadRequest(format!(concat!($what, ": {}"), e.body_text()))),
+                }
+            }
         }
-    }
+    };
 }
+
+parts_extractor!(
+    /// `Query` with the API's error shape.
+    Query, axum::extract::Query, "query string", serde::de::DeserializeOwned
+);
+parts_extractor!(
+    /// `Path` with the API's error shape.
+    Path, axum::extract::Path, "path", serde::de::DeserializeOwned + Send
+);
 
 /// A JSON body that may be absent (actions whose fields are all optional): an empty body is
 /// `T::default()`.
@@ -125,6 +187,6 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_slice(&bytes).map(OptionalJson).map_err(|e| AppError::BadRequest(format!("request body: {e}")))
+        object(&bytes).map(OptionalJson)
     }
 }

@@ -1,9 +1,9 @@
 //! Tasks: listing, one task, cancelling.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 
-use super::{Json, OptionalJson, Query};
+use super::{Json, OptionalJson, Path, Query};
 use crate::auth::Caller;
 use crate::db::{NewEvent, Role, Task, TaskQuery, TaskState};
 use crate::{blocking, AppError, AppState};
@@ -29,6 +29,7 @@ pub async fn tasks_list(
     Query(q): Query<TasksQuery>,
 ) -> Result<Json<Vec<Task>>, AppError> {
     caller.require(Role::Readonly)?;
+    super::in_range("limit", q.limit, 1, 10_000)?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(TaskState::parse(s).ok_or_else(|| {

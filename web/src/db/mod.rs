@@ -248,6 +248,7 @@ pub struct EventQuery {
 
 /// What an agent says about the machine it runs on.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hardware {
     pub mac: String,
     #[serde(default)]
@@ -263,6 +264,7 @@ pub struct Hardware {
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskInfo {
     pub name: String,
     pub size_bytes: u64,

@@ -113,6 +113,7 @@ pub struct NewTask {
 
 /// A progress report from an agent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Progress {
     pub phase: String,
     #[serde(default)]
