@@ -38,6 +38,47 @@ pub enum MachineCmd {
     /// Allow a machine (or any MAC) a boot credential from one address for a few minutes, where
     /// the appliance sees neither its DHCP nor its TFTP (the site's DHCP points at the boot URL).
     NetbootGrant(GrantArgs),
+    /// A machine's secrets (admins): set from a file or standard input, never from the command
+    /// line (it would show in `ps` and the shell's history); listed by name only. A profile
+    /// file receives one where it says @@parc-secret:NAME@@, only when served to the machine's
+    /// running task.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretCmd {
+    /// Set or replace a secret.
+    Set(SecretSetArgs),
+    /// The machine's secrets by name, who set them, when.
+    Ls(OneArgs),
+    /// Remove a secret.
+    Rm(SecretRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretSetArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Hostname or MAC.
+    machine: String,
+    /// a-z, 0-9, _ and -.
+    name: String,
+    /// Read the value from this file (else from standard input); one trailing newline is dropped.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    why: Why,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretRmArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    machine: String,
+    name: String,
+    #[command(flatten)]
+    why: Why,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +251,9 @@ impl MachineCmd {
             MachineCmd::Reimage(a) | MachineCmd::Retire(a) | MachineCmd::Wake(a) => a.server.json,
             MachineCmd::Edit(a) => a.server.json,
             MachineCmd::NetbootGrant(a) => a.server.json,
+            MachineCmd::Secret(SecretCmd::Set(a)) => a.server.json,
+            MachineCmd::Secret(SecretCmd::Ls(a)) => a.server.json,
+            MachineCmd::Secret(SecretCmd::Rm(a)) => a.server.json,
         }
     }
 }
@@ -267,6 +311,7 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
             json!({ "address": a.address, "minutes": a.minutes }),
             a.why.reason,
         ),
+        MachineCmd::Secret(cmd) => secret(cmd),
         MachineCmd::Edit(a) => {
             let c = Client::new(&a.server)?;
             let body = json!({
@@ -276,6 +321,58 @@ pub fn run(cmd: MachineCmd) -> Result<ExitCode> {
             let r =
                 c.send("PATCH", &format!("/machines/{}", enc(&a.machine)), &strip_nulls(body), a.if_match.as_deref())?;
             report_one(&a.server, &r)
+        }
+    }
+}
+
+fn secret(cmd: SecretCmd) -> Result<ExitCode> {
+    match cmd {
+        SecretCmd::Set(a) => {
+            let mut value = match &a.file {
+                Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                None => {
+                    let mut v = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut v).context("reading standard input")?;
+                    v
+                }
+            };
+            if value.ends_with('\n') {
+                value.pop();
+                if value.ends_with('\r') {
+                    value.pop();
+                }
+            }
+            let c = Client::new(&a.server)?;
+            let body = json!({ "name": a.name, "value": value, "reason": a.why.reason });
+            let r = c.post(&format!("/machines/{}/secrets", enc(&a.machine)), &strip_nulls(body))?;
+            if !print_json(&a.server, &r) {
+                println!("secret {} of {} set ({} bytes)", a.name, a.machine, r["bytes"]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCmd::Ls(a) => {
+            let c = Client::new(&a.server)?;
+            let r = c.get(&format!("/machines/{}/secrets", enc(&a.machine)))?;
+            if !print_json(&a.server, &r) {
+                for s in r.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:>6} bytes  set by {}",
+                        s["name"].as_str().unwrap_or_default(),
+                        s["bytes"],
+                        s["set_by"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCmd::Rm(a) => {
+            let c = Client::new(&a.server)?;
+            let body = strip_nulls(json!({ "reason": a.why.reason }));
+            let r = c.post(&format!("/machines/{}/secrets/{}/remove", enc(&a.machine), enc(&a.name)), &body)?;
+            if !print_json(&a.server, &r) {
+                println!("secret {} of {} removed", a.name, a.machine);
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

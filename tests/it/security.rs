@@ -660,3 +660,87 @@ fn a_remote_site_cache_serves_the_second_deploy_and_never_keeps_a_manifest() {
     let without = sh(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {site}{path}"));
     assert_eq!(without, "401", "the site's cache handed out a manifest without a credential");
 }
+
+/// Per-machine secrets travel only with the machine's task: set by an admin (from a file, not
+/// the command line), listed by name, never in git, an image, the journal or a machine's
+/// record; filled into the profile file that names them only when served to that machine's
+/// running task; a missing one fails the file, naming it.
+#[test]
+fn a_machine_secret_travels_only_with_its_task() {
+    let a = appliance("127.0.0.1:0");
+    install_netboot(&a);
+    let repo = a.data.join("profiles");
+    let conf = "payloads/radiologie/etc/parc/join.conf";
+    std::fs::create_dir_all(repo.join("payloads/radiologie/etc/parc")).unwrap();
+    std::fs::write(repo.join(conf), "realm=HOPITAL.LOCAL\notp=@@parc-secret:join-otp@@\n").unwrap();
+    sh(&format!(
+        "git -C {r} -c user.name=Ingé -c user.email=inge@example.org add -A && git -C {r} -c user.name=Ingé -c user.email=inge@example.org commit -qm join",
+        r = repo.display()
+    ));
+    assert_eq!(a.admin.post("/api/v1/profiles/reload", json!({})).0, 200);
+    let (mac, other) = ("52:54:00:5e:c0:01", "52:54:00:5e:c0:02");
+    for m in [mac, other] {
+        let (s, r) = a.admin.post("/api/v1/machines", json!({ "mac": m, "department": "radiologie" }));
+        assert_eq!(s, 201, "{r}");
+    }
+    let secret = "Otp-7f3c-Very-Secret";
+    let file = a.dir.path().join("otp.txt");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let token = a.admin.token.clone().unwrap();
+    let out = parc_run_as(
+        &token,
+        &["machine", "secret", "set", mac, "join-otp", "--file", file.to_str().unwrap(), "--server", &a.srv.url],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ls = parc_json_as(&token, &["machine", "secret", "ls", mac, "--server", &a.srv.url]);
+    assert_eq!(ls[0]["name"], "join-otp");
+    assert_eq!(ls[0]["bytes"], secret.len());
+    assert!(!ls.to_string().contains(secret), "a listing shows the value: {ls}");
+    // Technicians neither read nor set them.
+    let (s, r) = a.admin.post(
+        "/api/v1/users",
+        json!({ "login": "tech2", "name": "T", "role": "technician", "password": "tech2-password-long" }),
+    );
+    assert_eq!(s, 201, "{r}");
+    let (_, t) = Api::new(&a.srv.url, None).post_with(
+        "/api/v1/tokens",
+        json!({ "name": "t" }),
+        &[("Authorization", &crate::api::basic("tech2", "tech2-password-long"))],
+    );
+    let tech = Api::new(&a.srv.url, t["token"].as_str());
+    assert_eq!(tech.get(&format!("/api/v1/machines/{mac}/secrets")).0, 403);
+    assert_eq!(tech.post(&format!("/api/v1/machines/{mac}/secrets"), json!({ "name": "x", "value": "y" })).0, 403);
+
+    // The machine's running task gets the file with its secret; another machine's task gets
+    // the marker's name in a refusal, not someone else's secret.
+    for m in [mac, other] {
+        let (s, r) = a.admin.post(&format!("/api/v1/machines/{m}/install"), json!({}));
+        assert_eq!(s, 200, "{r}");
+    }
+    let (agent, _) = agent_hello(&a.admin, mac, json!({ "mac": mac }));
+    let source = "payloads/radiologie/etc/parc/join.conf";
+    let (s, body) = agent.get(&format!("/api/v1/agent/file?path={source}"));
+    assert_eq!((s, body.as_str()), (200, Some(format!("realm=HOPITAL.LOCAL\notp={secret}\n").as_str())));
+    let (agent2, _) = agent_hello(&a.admin, other, json!({ "mac": other }));
+    let (s, e) = agent2.get(&format!("/api/v1/agent/file?path={source}"));
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("join-otp"), "{e}");
+    // Once the task is over, nothing more.
+    assert_eq!(agent.post("/api/v1/agent/failed", json!({ "reason": "test ends the task" })).0, 200);
+    let (s, e) = agent.get(&format!("/api/v1/agent/file?path={source}"));
+    assert!(s == 409 && !e.to_string().contains(secret), "{s} {e}");
+
+    // Nowhere else: git, the journal, the machine's record, the store.
+    let history = sh(&format!("git -C {} log -p --all", repo.display()));
+    assert!(!history.contains(secret), "the secret is in git");
+    let (_, events) = a.admin.get("/api/v1/events?limit=1000");
+    assert!(!events.to_string().contains(secret), "the secret is in the journal");
+    assert!(events.to_string().contains("join-otp"), "the delivery is not journaled");
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert!(!m.to_string().contains(secret));
+    let grep = std::process::Command::new("grep").args(["-rqF", secret]).arg(a.data.join("store")).status().unwrap();
+    assert!(!grep.success(), "the secret is in the store");
+    let out = parc_run_as(&token, &["machine", "secret", "rm", mac, "join-otp", "--server", &a.srv.url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(a.admin.get(&format!("/api/v1/machines/{mac}/secrets")).1, json!([]));
+}

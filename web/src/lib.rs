@@ -21,6 +21,7 @@ pub mod listener;
 pub mod ops;
 pub mod profiles;
 pub mod range;
+pub mod secrets;
 pub mod store;
 pub mod tls;
 pub mod wake;

@@ -587,9 +587,47 @@ pub async fn file(
             return Err(AppError::NotFound(format!("{:?} is not a file of this task's department profile", q.path)));
         }
         let bytes = st.profiles.with_repo(|r| r.read_file(&commit, &q.path)).map_err(crate::profiles::repo_error)?;
+        let bytes = with_secrets(&st, &t, &q.path, bytes)?;
         Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
     })
     .await
+}
+
+/// A profile file with the machine's secrets in place of the markers that name them
+/// (`crate::secrets`); a secret the machine lacks fails the file, naming it, before anything
+/// is written with a hole in it. Deliveries are journaled by name.
+fn with_secrets(st: &AppState, t: &Task, path: &str, bytes: Vec<u8>) -> Result<Vec<u8>, AppError> {
+    let names = crate::secrets::wanted(&bytes);
+    if names.is_empty() {
+        return Ok(bytes);
+    }
+    let mut failure = None;
+    let filled = crate::secrets::fill(&bytes, |name| match st.db.secret_value(&t.mac, name) {
+        Ok(v) => v,
+        Err(e) => {
+            failure = Some(AppError::from(e));
+            None
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let filled = filled.map_err(|name| {
+        AppError::Conflict(format!(
+            "profile file {path} asks for the secret {name:?}, which machine {} does not have: an admin sets it \
+             (parc machine secret set {} {name}) and the machine is reimaged",
+            t.mac, t.mac
+        ))
+    })?;
+    st.event(&NewEvent {
+        actor: "parc",
+        kind: "agent.secret",
+        mac: Some(&t.mac),
+        task_id: Some(t.id),
+        message: &format!("secret(s) {} delivered to task #{} in {path}", names.join(", "), t.id),
+        data: None,
+    })?;
+    Ok(filled)
 }
 
 /// The installed system's first boot reports in with its single-use credential (written by

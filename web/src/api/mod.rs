@@ -7,6 +7,7 @@ mod agent;
 pub(crate) mod departments;
 pub(crate) mod machines;
 mod openapi;
+mod secrets;
 pub(crate) mod tasks;
 
 use axum::extract::FromRequest;
@@ -25,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/machines", get(machines::machines_list).post(machines::machine_add))
         .route("/machines/{id}", get(machines::machine_show).patch(machines::machine_edit))
         .route("/machines/{id}/{action}", post(machines::machine_action))
+        .route("/machines/{id}/secrets", get(secrets::secrets_list).post(secrets::secret_set))
+        .route("/machines/{id}/secrets/{name}/remove", post(secrets::secret_remove))
         .route("/batch", post(machines::batch))
         .route("/tasks", get(tasks::tasks_list))
         .route("/tasks/{id}", get(tasks::task_show))

@@ -5,6 +5,7 @@
 
 mod credentials;
 mod intents;
+mod secrets;
 mod sessions;
 mod tasks;
 mod users;
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 pub use credentials::{Credential, CredentialKind};
 pub use intents::{Applied, Intent, Step, TRAILER as INTENT_TRAILER};
+pub use secrets::SecretInfo;
 pub use sessions::SessionRow;
 pub use tasks::{BatchSummary, NewTask, Progress, Task, TaskKind, TaskQuery, TaskState};
 pub use users::{Role, TokenRow, User};
@@ -30,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_agent_credentials.sql"),
     include_str!("migrations/0006_token_expiry.sql"),
     include_str!("migrations/0007_directory_users.sql"),
+    include_str!("migrations/0008_machine_secrets.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

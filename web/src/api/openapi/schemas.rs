@@ -639,6 +639,25 @@ pub fn components() -> Value {
             ("text", true, described(string(), "the file's content")),
         ]),
     );
+    let secret_name = json!({ "type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "description": "a-z, 0-9, _ and -" });
+    add(
+        "SecretRequest",
+        request(&[
+            ("name", true, secret_name.clone()),
+            (
+                "value",
+                true,
+                json!({ "type": "string", "minLength": 1, "maxLength": 65536, "description": "at most 64 KiB of UTF-8" }),
+            ),
+            ("reason", false, null_or(string())),
+        ]),
+    );
+    add("SecretRemoveRequest", request(&[("reason", false, null_or(string()))]));
+    let secret_info =
+        answer(&[("name", secret_name.clone()), ("set_by", string()), ("set_at", time_ms()), ("bytes", count())]);
+    add("Secrets", json!({ "type": "array", "items": secret_info.clone() }));
+    add("SecretInfo", secret_info);
+    add("SecretRemoved", answer(&[("name", string()), ("removed", boolean())]));
     add(
         "TokenRequest",
         request(&[
