@@ -446,6 +446,13 @@ fn check_fields(m: &Machine) -> Result<(), String> {
         if value.contains(['\n', '\r']) {
             return Err(format!("{name} contains a line break, which the inventory cannot hold"));
         }
+        // Escapes would reach technicians' terminals through `parc machine ls` and the log.
+        if let Some(c) = value.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "{name} contains the control character U+{:04X} (a tab, an escape…): remove it",
+                c as u32
+            ));
+        }
     }
     Ok(())
 }
@@ -547,6 +554,10 @@ mac,hostname,department,serial,location,status,notes
         let mut m = Machine::new(mac(7), "RAD-0007", "radiologie");
         m.notes = "two\nlines".into();
         assert!(inv.upsert(m).is_err());
+        let mut m = Machine::new(mac(7), "RAD-0007", "radiologie");
+        m.location = "Bât A \u{1b}[2J".into();
+        let e = inv.upsert(m).unwrap_err();
+        assert!(e.reason.contains("location contains the control character U+001B"), "{e}");
         assert_eq!(inv.to_text(), TEXT);
         assert_eq!(inv.len(), 4);
         // A retired machine's old name can be reused; the machine itself can keep its own name.
