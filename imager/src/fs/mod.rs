@@ -7,6 +7,7 @@
 pub mod ext;
 pub mod fat;
 pub mod nonzero;
+pub mod ntfs;
 pub mod swap;
 
 use std::ops::Range;
@@ -17,8 +18,8 @@ use crate::io::ReadAt;
 
 /// What a partition holds, as recorded in the manifest.
 ///
-/// New kinds (NTFS allocation from `$Bitmap` is next) are added as variants; readers of an
-/// older build see an unknown string and refuse the manifest with a clear error.
+/// New kinds are added as variants; readers of an older build see an unknown string and
+/// refuse the manifest with a clear error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -30,7 +31,8 @@ pub enum FsKind {
     Fat16,
     Fat32,
     Swap,
-    /// Recognised but not yet parsed: stored as non-zero blocks.
+    /// Allocation from `$Bitmap`; stored as non-zero blocks when its structures are not
+    /// trusted (the capture says why).
     Ntfs,
     /// Nothing recognised.
     Unknown,
@@ -85,17 +87,20 @@ pub enum FsError {
 /// too (the fallback is logged by the caller through the returned `fallback` reason).
 pub fn used_map(dev: &dyn ReadAt, len: u64) -> (UsedMap, Option<FsError>) {
     let parsed = if swap::detect(dev, len) {
-        Some(swap::map(dev, len))
+        Some((FsKind::Unknown, swap::map(dev, len)))
     } else if ext::detect(dev, len) {
-        Some(ext::map(dev, len))
+        Some((FsKind::Unknown, ext::map(dev, len)))
     } else if fat::detect(dev, len) {
-        Some(fat::map(dev, len))
+        Some((FsKind::Unknown, fat::map(dev, len)))
+    } else if ntfs::detect(dev, len) {
+        // A damaged NTFS is still NTFS: the manifest says so, its blocks stored as non-zero.
+        Some((FsKind::Ntfs, ntfs::map(dev, len)))
     } else {
         None
     };
     match parsed {
-        Some(Ok(map)) => (map, None),
-        Some(Err(e)) => (nonzero_or_empty(dev, len, FsKind::Unknown), Some(e)),
+        Some((_, Ok(map))) => (map, None),
+        Some((kind, Err(e))) => (nonzero_or_empty(dev, len, kind), Some(e)),
         None => {
             let kind = if is_ntfs(dev) { FsKind::Ntfs } else { FsKind::Unknown };
             (nonzero_or_empty(dev, len, kind), None)
