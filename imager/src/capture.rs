@@ -55,6 +55,9 @@ pub struct CaptureReport {
     pub disk_size: u64,
     pub table: TableKind,
     pub partitions: Vec<PartitionSummary>,
+    /// What the pre-flight gate reported and let through (warnings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::preflight::Finding>,
     pub used_bytes: u64,
     pub chunks: u64,
     pub new_chunks: u64,
@@ -129,6 +132,7 @@ pub fn capture(
     let boot_ranges = nonzero_ranges(src, 0, boot_len).map_err(src_err)?;
     let mut parts = Vec::new();
     let mut summaries = Vec::new();
+    let mut findings = Vec::new();
     let entries = match table.kind {
         TableKind::None => vec![table::PartEntry {
             number: 0,
@@ -154,7 +158,15 @@ pub fn capture(
             used_bytes: map.used_bytes(),
             fallback: err.map(|e| e.to_string()),
         });
+        findings.extend(crate::preflight::check(&Slice::new(src, e.start, e.length), e.length, e.number, map.fs));
         parts.push((e.clone(), map.fs, map.method, map.block_size, abs(map.ranges, e.start)));
+    }
+    // The gate: nothing is stored from a disk that cannot be captured truthfully.
+    if findings.iter().any(|f| f.severity == crate::preflight::Severity::Refuse) {
+        for f in &findings {
+            warn!(partition = f.partition, check = f.check, "{}", f.message);
+        }
+        return Err(Error::Preflight(crate::preflight::Findings(findings)));
     }
     // Between partitions (alignment gaps, MBR extended areas): defined bytes like the boot area.
     let mut gaps = Vec::new();
@@ -264,6 +276,7 @@ pub fn capture(
         disk_size: size,
         table: table.kind,
         partitions: summaries,
+        findings,
         used_bytes: manifest.used_bytes(),
         chunks: results.len() as u64,
         new_chunks: results.iter().filter(|r| r.new).count() as u64,

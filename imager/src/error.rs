@@ -17,6 +17,8 @@ pub enum Error {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error("capture refused before anything was stored:\n{0}")]
+    Preflight(crate::preflight::Findings),
     #[error("cannot read the source {path}: {source}")]
     Source { path: PathBuf, source: std::io::Error },
     #[error("cannot use the target {path}: {source}")]

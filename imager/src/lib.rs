@@ -9,6 +9,7 @@ pub mod format;
 pub mod fs;
 pub mod inspect;
 pub mod io;
+pub mod preflight;
 
 pub use digest::Digest;
 pub mod agent;

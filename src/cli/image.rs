@@ -224,6 +224,9 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                         p.fallback.as_ref().map(|f| format!(" fallback: {f}")).unwrap_or_default()
                     );
                 }
+                for f in &r.findings {
+                    println!("  warning, partition {} [{}]: {}", f.partition, f.check, f.message);
+                }
                 println!(
                     "  {} used, {} compressed, {} new in the store ({} of {} chunks), {:.1} s",
                     human(r.used_bytes),

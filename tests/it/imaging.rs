@@ -535,4 +535,33 @@ fn ntfs_used_clusters_match_ntfsclone_and_files_come_back_over_a_used_disk() {
         let p = &c["partitions"][0];
         assert!(p["used_bytes"].as_u64().unwrap() <= 48 << 20, "round {round}: {c:#}");
     }
+
+    // The pre-flight gate: a volume Windows left dirty, or one BitLocker encrypted, is refused
+    // before anything is stored, saying what to do.
+    let mut dirty = bytes.clone();
+    let rec = part + mft + 3 * 1024;
+    let mut at = rec + u16::from_le_bytes([dirty[rec + 20], dirty[rec + 21]]) as usize;
+    loop {
+        let kind = u32::from_le_bytes(dirty[at..at + 4].try_into().unwrap());
+        assert_ne!(kind, 0xFFFF_FFFF, "no $VOLUME_INFORMATION in record 3");
+        if kind == 0x70 {
+            let value = at + u16::from_le_bytes([dirty[at + 20], dirty[at + 21]]) as usize;
+            dirty[value + 10] |= 0x01;
+            break;
+        }
+        at += u32::from_le_bytes(dirty[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    let mut locked = bytes.clone();
+    locked[part + 3..part + 11].copy_from_slice(b"-FVE-FS-");
+    let gated = d.join("store-gated");
+    for (label, image, says) in [("dirty", dirty, "chkdsk C: /f"), ("bitlocker", locked, "manage-bde -off")] {
+        let f = d.join(format!("{label}.img"));
+        std::fs::write(&f, &image).unwrap();
+        let out = parc_run(&["image", "capture", s(&f), "--store", s(&gated), "--name", label]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{label}: captured");
+        assert!(err.contains("refused before anything was stored") && err.contains(says), "{label}: {err}");
+        let ls = parc_run(&["image", "ls", "--store", s(&gated)]);
+        assert!(!String::from_utf8_lossy(&ls.stdout).contains(label), "{label}: an image was stored");
+    }
 }

@@ -86,21 +86,84 @@ pub fn detect(dev: &dyn ReadAt, len: u64) -> bool {
     len >= BOOT_LEN as u64 && dev.read_exact_at(&mut boot, 0).is_ok() && Boot::parse(&boot, len).is_ok()
 }
 
-pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
-    let mut b = [0u8; BOOT_LEN];
-    dev.read_exact_at(&mut b, 0).map_err(|source| FsError::Io { what: "NTFS boot sector", offset: 0, source })?;
-    let boot = Boot::parse(&b, len).map_err(|r| corrupt(format!("boot sector: {r}")))?;
-    let cs = boot.cluster_size;
+/// A volume opened as far as its MFT: the boot sector and `$MFT`'s own data runs.
+struct Volume<'a> {
+    dev: &'a dyn ReadAt,
+    boot: Boot,
+    mft_runs: Vec<Run>,
+}
 
-    // $MFT's record 0 maps the whole MFT; record 6 is $Bitmap.
-    let mut rec0 = vec![0u8; boot.record_size as usize];
-    let at = boot.mft_lcn * cs;
-    dev.read_exact_at(&mut rec0, at).map_err(|source| FsError::Io { what: "$MFT record 0", offset: at, source })?;
-    apply_fixups(&mut rec0).map_err(|r| corrupt(format!("$MFT record 0: {r}")))?;
-    let (mft_runs, _) = unnamed_data(&rec0, boot.clusters).map_err(|r| corrupt(format!("$MFT record 0: {r}")))?;
-    let mut rec6 =
-        read_mapped(dev, &mft_runs, cs, MFT_RECORD_BITMAP * boot.record_size, boot.record_size, "$MFT record 6")?;
-    apply_fixups(&mut rec6).map_err(|r| corrupt(format!("$MFT record 6 ($Bitmap): {r}")))?;
+impl<'a> Volume<'a> {
+    fn open(dev: &'a dyn ReadAt, len: u64) -> Result<Volume<'a>, FsError> {
+        let mut b = [0u8; BOOT_LEN];
+        dev.read_exact_at(&mut b, 0).map_err(|source| FsError::Io { what: "NTFS boot sector", offset: 0, source })?;
+        let boot = Boot::parse(&b, len).map_err(|r| corrupt(format!("boot sector: {r}")))?;
+        // $MFT's record 0 maps the whole MFT.
+        let mut rec0 = vec![0u8; boot.record_size as usize];
+        let at = boot.mft_lcn * boot.cluster_size;
+        dev.read_exact_at(&mut rec0, at).map_err(|source| FsError::Io { what: "$MFT record 0", offset: at, source })?;
+        apply_fixups(&mut rec0).map_err(|r| corrupt(format!("$MFT record 0: {r}")))?;
+        let (mft_runs, _) = unnamed_data(&rec0, boot.clusters).map_err(|r| corrupt(format!("$MFT record 0: {r}")))?;
+        Ok(Volume { dev, boot, mft_runs })
+    }
+
+    /// MFT record `n`, fixups applied.
+    fn record(&self, n: u64, what: &'static str) -> Result<Vec<u8>, FsError> {
+        let size = self.boot.record_size;
+        let mut rec = read_mapped(self.dev, &self.mft_runs, self.boot.cluster_size, n * size, size, what)?;
+        apply_fixups(&mut rec).map_err(|r| corrupt(format!("{what}: {r}")))?;
+        Ok(rec)
+    }
+}
+
+/// `$Volume`'s `VOLUME_INFORMATION` flags (MFT record 3).
+pub const VOLUME_IS_DIRTY: u16 = 0x0001;
+pub const VOLUME_CHKDSK_UNDERWAY: u16 = 0x4000;
+
+/// The volume's flags, from `$Volume` (MFT record 3, resident attribute 0x70).
+pub fn volume_flags(dev: &dyn ReadAt, len: u64) -> Result<u16, FsError> {
+    let vol = Volume::open(dev, len)?;
+    let rec = vol.record(3, "$MFT record 3 ($Volume)")?;
+    let info = resident_value(&rec, ATTR_VOLUME_INFORMATION).map_err(|r| corrupt(format!("$Volume: {r}")))?;
+    if info.len() < 12 {
+        return Err(corrupt(format!("$Volume information of {} bytes", info.len())));
+    }
+    Ok(le(info, 10, 2) as u16)
+}
+
+const ATTR_VOLUME_INFORMATION: u32 = 0x70;
+
+/// The value of the record's first resident attribute of type `kind`.
+fn resident_value(rec: &[u8], kind: u32) -> Result<&[u8], String> {
+    let in_use = (le(rec, 24, 4) as usize).min(rec.len());
+    let mut at = le(rec, 20, 2) as usize;
+    while at + 8 <= in_use {
+        let k = le(rec, at, 4) as u32;
+        if k == ATTR_END {
+            break;
+        }
+        let alen = le(rec, at + 4, 4) as usize;
+        if alen < 16 || !alen.is_multiple_of(8) || at + alen > in_use {
+            return Err(format!("attribute at {at} of length {alen}"));
+        }
+        if k == kind {
+            let attr = &rec[at..at + alen];
+            if attr[8] != 0 || alen < 24 {
+                return Err(format!("attribute {kind:#x} is not resident"));
+            }
+            let (vlen, voff) = (le(attr, 16, 4) as usize, le(attr, 20, 2) as usize);
+            return attr.get(voff..voff + vlen).ok_or_else(|| format!("attribute {kind:#x} value outside it"));
+        }
+        at += alen;
+    }
+    Err(format!("no attribute {kind:#x}"))
+}
+
+pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
+    let vol = Volume::open(dev, len)?;
+    let boot = vol.boot.clone();
+    let cs = boot.cluster_size;
+    let rec6 = vol.record(MFT_RECORD_BITMAP, "$MFT record 6 ($Bitmap)")?;
     let (bitmap_runs, bitmap_size) =
         unnamed_data(&rec6, boot.clusters).map_err(|r| corrupt(format!("$Bitmap: {r}")))?;
     let needed = boot.clusters.div_ceil(8);
