@@ -135,28 +135,37 @@ const ATTR_VOLUME_INFORMATION: u32 = 0x70;
 
 /// The value of the record's first resident attribute of type `kind`.
 fn resident_value(rec: &[u8], kind: u32) -> Result<&[u8], String> {
+    let attr = attributes(rec)?
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, a)| a)
+        .ok_or_else(|| format!("no attribute {kind:#x}"))?;
+    if attr[8] != 0 || attr.len() < 24 {
+        return Err(format!("attribute {kind:#x} is not resident"));
+    }
+    let (vlen, voff) = (le(attr, 16, 4) as usize, le(attr, 20, 2) as usize);
+    attr.get(voff..voff + vlen).ok_or_else(|| format!("attribute {kind:#x} value outside it"))
+}
+
+/// The record's attributes, in order, each as (type, its whole record), every length checked
+/// against the bytes in use.
+fn attributes(rec: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
     let in_use = (le(rec, 24, 4) as usize).min(rec.len());
     let mut at = le(rec, 20, 2) as usize;
+    let mut out = Vec::new();
     while at + 8 <= in_use {
-        let k = le(rec, at, 4) as u32;
-        if k == ATTR_END {
+        let kind = le(rec, at, 4) as u32;
+        if kind == ATTR_END {
             break;
         }
         let alen = le(rec, at + 4, 4) as usize;
         if alen < 16 || !alen.is_multiple_of(8) || at + alen > in_use {
             return Err(format!("attribute at {at} of length {alen}"));
         }
-        if k == kind {
-            let attr = &rec[at..at + alen];
-            if attr[8] != 0 || alen < 24 {
-                return Err(format!("attribute {kind:#x} is not resident"));
-            }
-            let (vlen, voff) = (le(attr, 16, 4) as usize, le(attr, 20, 2) as usize);
-            return attr.get(voff..voff + vlen).ok_or_else(|| format!("attribute {kind:#x} value outside it"));
-        }
+        out.push((kind, &rec[at..at + alen]));
         at += alen;
     }
-    Err(format!("no attribute {kind:#x}"))
+    Ok(out)
 }
 
 pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
@@ -278,18 +287,8 @@ pub struct Run {
 /// The runs and data size of the record's unnamed non-resident `$DATA`. An attribute list
 /// (extents in other records) is refused rather than half-read.
 pub fn unnamed_data(rec: &[u8], clusters: u64) -> Result<(Vec<Run>, u64), String> {
-    let in_use = (le(rec, 24, 4) as usize).min(rec.len());
-    let mut at = le(rec, 20, 2) as usize;
-    while at + 8 <= in_use {
-        let kind = le(rec, at, 4) as u32;
-        if kind == ATTR_END {
-            break;
-        }
-        let alen = le(rec, at + 4, 4) as usize;
-        if alen < 16 || !alen.is_multiple_of(8) || at + alen > in_use {
-            return Err(format!("attribute at {at} of length {alen}"));
-        }
-        let attr = &rec[at..at + alen];
+    for (kind, attr) in attributes(rec)? {
+        let alen = attr.len();
         if kind == ATTR_LIST {
             return Err("an attribute list (the data runs span several records) is not read yet".into());
         }
@@ -314,7 +313,6 @@ pub fn unnamed_data(rec: &[u8], clusters: u64) -> Result<(Vec<Run>, u64), String
             }
             return Ok((runs, data_size));
         }
-        at += alen;
     }
     Err("no unnamed $DATA attribute".into())
 }
