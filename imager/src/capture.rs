@@ -38,11 +38,18 @@ pub struct CaptureOptions {
     pub zstd_level: i32,
     /// Hash-and-compress workers; 0 means one per core.
     pub threads: usize,
+    /// Capture a Windows system sysprep did not generalize (a warning instead of a refusal).
+    pub allow_not_generalized: bool,
 }
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        CaptureOptions { chunk_size: DEFAULT_CHUNK_SIZE, zstd_level: DEFAULT_LEVEL, threads: 0 }
+        CaptureOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            zstd_level: DEFAULT_LEVEL,
+            threads: 0,
+            allow_not_generalized: false,
+        }
     }
 }
 
@@ -78,6 +85,12 @@ pub struct PartitionSummary {
     /// Why the file system's own map could not be used, when it fell back to a scan.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Allocated files not stored (Windows' pagefile, hibernation and swap files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<crate::fs::Skipped>,
+    /// What the map did the safe way (stored bytes it could have left out), and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Captures the disk or image file at `path` into `store` as `name`.
@@ -157,9 +170,12 @@ pub fn capture(
             length: e.length,
             used_bytes: map.used_bytes(),
             fallback: err.map(|e| e.to_string()),
+            skipped: map.skipped.clone(),
+            notes: map.notes.clone(),
         });
-        findings.extend(crate::preflight::check(&Slice::new(src, e.start, e.length), e.length, e.number, map.fs));
-        parts.push((e.clone(), map.fs, map.method, map.block_size, abs(map.ranges, e.start)));
+        let part = Slice::new(src, e.start, e.length);
+        findings.extend(crate::preflight::check(&part, e.length, e.number, map.fs, opts.allow_not_generalized));
+        parts.push((e.clone(), map.fs, map.method, map.block_size, abs(map.ranges, e.start), abs(map.zeros, e.start)));
     }
     // The gate: nothing is stored from a disk that cannot be captured truthfully.
     if findings.iter().any(|f| f.severity == crate::preflight::Severity::Refuse) {
@@ -213,12 +229,12 @@ pub fn capture(
         zeros: pieces(fs::complement(&boot_ranges, 0..boot_len)),
     };
     let mut partitions = Vec::new();
-    for (i, (e, fs, method, bs, used)) in parts.iter().enumerate() {
+    for (i, (e, fs, method, bs, used, defined)) in parts.iter().enumerate() {
         // A non-zero scan defines every other byte as zero; an allocation map leaves free
-        // space as "don't care".
+        // space as "don't care", except what the map itself defines as zeros.
         let zeros = match method {
             MapMethod::Nonzero => pieces(fs::complement(used, e.start..e.start + e.length)),
-            _ => Vec::new(),
+            _ => pieces(defined.clone()),
         };
         partitions.push(Partition {
             number: e.number,

@@ -66,6 +66,10 @@ pub struct CaptureArgs {
     /// zstd level (1-19; higher is smaller and slower to capture, deploy speed is the same).
     #[arg(long, default_value_t = parc_imager::capture::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
+    /// Capture a Windows system that sysprep did not generalize (a backup of one machine, not
+    /// an image for others): its refusal becomes a warning.
+    #[arg(long)]
+    allow_not_generalized: bool,
     #[command(flatten)]
     out: JsonArg,
 }
@@ -203,13 +207,32 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
         ImageCmd::Capture(a) => {
             let store = DirStore::create(&a.store.store)
                 .with_context(|| format!("opening or creating the store {}", a.store.store))?;
-            let opts = CaptureOptions { chunk_size: a.chunk_size, zstd_level: a.level, threads: 0 };
+            let opts = CaptureOptions {
+                chunk_size: a.chunk_size,
+                zstd_level: a.level,
+                threads: 0,
+                allow_not_generalized: a.allow_not_generalized,
+            };
             if !a.chunk_size.is_power_of_two() || !(4096..=64 << 20).contains(&a.chunk_size) {
                 bail!("--chunk-size {} must be a power of two between 4096 and 67108864", a.chunk_size);
             }
             let progress = CliProgress::new("capture", a.out.json);
-            let r = capture::capture_path(&a.source, &store, &a.name, &opts, &progress)
-                .with_context(|| format!("capturing {} as {}", a.source.display(), a.name))?;
+            let r = match capture::capture_path(&a.source, &store, &a.name, &opts, &progress) {
+                Err(parc_imager::Error::Preflight(f)) => {
+                    progress.finish();
+                    // The gate's verdicts are the answer, not a crash: a table, or JSON to script on.
+                    if a.out.json {
+                        println!("{}", serde_json::json!({ "ok": false, "error": "capture refused", "findings": f.0 }));
+                    }
+                    eprintln!(
+                        "error: capturing {} as {}: refused before anything was stored:\n{f}",
+                        a.source.display(),
+                        a.name
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                r => r.with_context(|| format!("capturing {} as {}", a.source.display(), a.name))?,
+            };
             progress.finish();
             emit(a.out.json, &r, |r| {
                 println!("captured {}@{} = {}", r.name, r.version, r.digest);
@@ -224,8 +247,22 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                         p.fallback.as_ref().map(|f| format!(" fallback: {f}")).unwrap_or_default()
                     );
                 }
-                for f in &r.findings {
-                    println!("  warning, partition {} [{}]: {}", f.partition, f.check, f.message);
+                for p in &r.partitions {
+                    for k in &p.skipped {
+                        println!(
+                            "  partition {:>2}: {} not stored ({}; Windows rewrites it, its first {} written as zeros)",
+                            p.number,
+                            k.name,
+                            human(k.bytes),
+                            human(k.zeroed)
+                        );
+                    }
+                    for n in &p.notes {
+                        println!("  partition {:>2}: {n}", p.number);
+                    }
+                }
+                if !r.findings.is_empty() {
+                    println!("  pre-flight warnings:\n{}", parc_imager::preflight::Findings(r.findings.clone()));
                 }
                 println!(
                     "  {} used, {} compressed, {} new in the store ({} of {} chunks), {:.1} s",

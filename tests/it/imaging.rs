@@ -452,7 +452,8 @@ fn ntfs_used_clusters_match_ntfsclone_and_files_come_back_over_a_used_disk() {
             "ntfs-3g {v} {m} && head -c 5000000 /dev/urandom > {m}/a.bin && head -c 3000001 /dev/urandom > {m}/b.bin \
              && rm {m}/a.bin && head -c 7000000 /dev/urandom > {m}/c.bin && truncate -s 20M {m}/sparse.bin \
              && dd if=/dev/urandom of={m}/sparse.bin bs=1M seek=10 count=1 conv=notrunc status=none \
-             && mkdir -p {m}/Windows/System32 && for i in $(seq 1 200); do echo $i > {m}/Windows/System32/f$i.txt; done \
+             && mkdir -p {m}/Windows/System32 {m}/Windows/Setup/State && for i in $(seq 1 200); do echo $i > {m}/Windows/System32/f$i.txt; done \
+             && printf '[State]\r\nImageState=IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE\r\n' > {m}/Windows/Setup/State/State.ini \
              && cd {m} && find . -type f | sort | xargs sha256sum > {d}/sums-{cs} && cd / && umount {m}",
             v = s(&vol),
             m = s(&mnt),

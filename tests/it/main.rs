@@ -14,3 +14,4 @@ mod serve;
 mod store;
 mod support;
 mod used_disks;
+mod windows;

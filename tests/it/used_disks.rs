@@ -58,6 +58,8 @@ fn ntfs(work: &Path, len: u64, seed: u64) -> (PathBuf, Vec<(String, String)>) {
         put(&src, "Users/Public/dossier.bin", &file_with_zero_blocks(seed, 16, &[2, 3])),
         put(&src, "Windows/System32/config.dat", &file_with_zero_blocks(seed + 1, 300, &[0, 7, 8, 9, 299])),
         put(&src, "note.txt", b"compte rendu\r\n"),
+        // A Windows tree is a system sysprep generalized, or the capture refuses it.
+        put(&src, "Windows/Setup/State/State.ini", b"[State]\r\nImageState=IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE\r\n"),
     ];
     let copied = std::process::Command::new("cp").args(["-r", &format!("{}/.", s(&src)), s(&mnt)]).status();
     sh(&format!("umount {}", s(&mnt)));

@@ -173,7 +173,7 @@ pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
     }
     bitmaps.flush(dev, &geo, &mut used)?;
 
-    Ok(UsedMap { fs: geo.kind, method: MapMethod::Allocation, block_size: geo.block_size, ranges: normalize(used.0) })
+    Ok(UsedMap::new(geo.kind, MapMethod::Allocation, geo.block_size, normalize(used.0)))
 }
 
 /// What the superblock says, checked for plausibility and against the partition size.

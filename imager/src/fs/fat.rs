@@ -76,7 +76,7 @@ pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
     })?;
     end_run(&mut run, FIRST_CLUSTER + geo.clusters);
 
-    Ok(UsedMap { fs: geo.kind, method: MapMethod::Allocation, block_size: geo.cluster_size, ranges: normalize(ranges) })
+    Ok(UsedMap::new(geo.kind, MapMethod::Allocation, geo.cluster_size, normalize(ranges)))
 }
 
 /// The boot sector's fields, each plausible on its own.

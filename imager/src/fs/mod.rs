@@ -60,9 +60,30 @@ pub struct UsedMap {
     /// Allocation unit in bytes (ext block size, FAT cluster size, 4096 for non-zero scans).
     pub block_size: u64,
     pub ranges: Vec<Range<u64>>,
+    /// Ranges outside `ranges` that the image defines as zeros (the head of NTFS scratch files);
+    /// the rest of the free space is "don't care".
+    pub zeros: Vec<Range<u64>>,
+    /// Files whose clusters are not stored although allocated (NTFS scratch files).
+    pub skipped: Vec<Skipped>,
+    /// What the parser could not do with certainty and did the safe way (stored the bytes).
+    pub notes: Vec<String>,
+}
+
+/// An allocated file whose content is not stored: Windows rewrites it at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    /// Allocated bytes left out of the image.
+    pub bytes: u64,
+    /// Bytes of its head the image defines as zeros.
+    pub zeroed: u64,
 }
 
 impl UsedMap {
+    pub fn new(fs: FsKind, method: MapMethod, block_size: u64, ranges: Vec<Range<u64>>) -> UsedMap {
+        UsedMap { fs, method, block_size, ranges, zeros: Vec::new(), skipped: Vec::new(), notes: Vec::new() }
+    }
+
     pub fn used_bytes(&self) -> u64 {
         self.ranges.iter().map(|r| r.end - r.start).sum()
     }
@@ -109,12 +130,8 @@ pub fn used_map(dev: &dyn ReadAt, len: u64) -> (UsedMap, Option<FsError>) {
 }
 
 fn nonzero_or_empty(dev: &dyn ReadAt, len: u64, fs: FsKind) -> UsedMap {
-    let mut map = nonzero::map(dev, len).unwrap_or_else(|_| UsedMap {
-        fs,
-        method: MapMethod::Nonzero,
-        block_size: nonzero::BLOCK,
-        ranges: vec![0..len],
-    });
+    let mut map =
+        nonzero::map(dev, len).unwrap_or_else(|_| UsedMap::new(fs, MapMethod::Nonzero, nonzero::BLOCK, vec![0..len]));
     map.fs = fs;
     map
 }
@@ -137,6 +154,11 @@ pub fn normalize(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
         }
     }
     out
+}
+
+/// The sorted, merged `ranges` minus the sorted, merged `gone`.
+pub fn subtract(ranges: &[Range<u64>], gone: &[Range<u64>]) -> Vec<Range<u64>> {
+    ranges.iter().flat_map(|r| complement(gone, r.clone())).collect()
 }
 
 /// The parts of `within` that the sorted, merged `used` ranges do not cover.
@@ -178,5 +200,11 @@ mod tests {
         assert_eq!(complement(&used, 5..45), vec![10..20, 30..40]);
         assert_eq!(complement(&used, 22..28), vec![]);
         assert_eq!(complement(&[], 3..9), vec![3..9]);
+    }
+
+    #[test]
+    fn subtract_cuts_holes() {
+        assert_eq!(subtract(&[0..100, 200..300], &[50..60, 90..210, 290..400]), vec![0..50, 60..90, 210..290]);
+        assert_eq!(subtract(&[0..10], &[]), vec![0..10]);
     }
 }

@@ -27,7 +27,7 @@ pub fn map(dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
         }
         off += n as u64;
     }
-    Ok(UsedMap { fs: FsKind::Unknown, method: MapMethod::Nonzero, block_size: BLOCK, ranges: normalize(ranges) })
+    Ok(UsedMap::new(FsKind::Unknown, MapMethod::Nonzero, BLOCK, normalize(ranges)))
 }
 
 /// True when every byte is zero. Word-sized compares: this runs over whole disks.

@@ -13,7 +13,7 @@ pub fn detect(dev: &dyn ReadAt, len: u64) -> bool {
 }
 
 pub fn map(_dev: &dyn ReadAt, len: u64) -> Result<UsedMap, FsError> {
-    Ok(UsedMap { fs: FsKind::Swap, method: MapMethod::Header, block_size: PAGE, ranges: vec![0..PAGE.min(len)] })
+    Ok(UsedMap::new(FsKind::Swap, MapMethod::Header, PAGE, vec![0..PAGE.min(len)]))
 }
 
 #[cfg(test)]

@@ -1,0 +1,205 @@
+//! Windows system partitions: what a capture leaves out (pagefile, hibernation and swap files),
+//! what its pre-flight gate refuses (hibernated, Fast Startup, journal not closed, not
+//! generalized), on NTFS volumes made by mkntfs and filled through ntfs-3g.
+
+use std::path::Path;
+
+use crate::support::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+const GENERALIZED: &str = "[State]\r\nImageState=IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE\r\n";
+
+/// A 160 MiB NTFS volume (4 KiB clusters) laid out like a Windows system partition, inside a
+/// GPT disk image at 1 MiB. `state_ini` is written UTF-16LE with its byte-order mark, as
+/// Windows tools do; `None` leaves it out.
+fn windows_disk(d: &Path, name: &str, hiberfil_head: &str, state_ini: Option<&str>) -> std::path::PathBuf {
+    let vol = d.join(format!("{name}.vol"));
+    let mnt = d.join(format!("{name}.mnt"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(&format!("truncate -s 160M {v} && mkntfs -F -Q -c 4096 -L Windows {v} >/dev/null", v = s(&vol)));
+    let state = match state_ini {
+        Some(text) => {
+            let wide: Vec<u8> =
+                [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+            let f = d.join(format!("{name}.state.ini"));
+            std::fs::write(&f, wide).unwrap();
+            format!("mkdir -p {m}/Windows/Setup/State && cp {} {m}/Windows/Setup/State/State.ini", s(&f), m = s(&mnt))
+        }
+        None => "true".into(),
+    };
+    // The scratch files hold random bytes, as on a machine that ran: only their clusters'
+    // existence matters to Windows.
+    sh(&format!(
+        "ntfs-3g {v} {m} && mkdir -p {m}/Windows/System32/config {m}/Users/Public \
+         && for i in $(seq 1 50); do head -c $((i * 997)) /dev/urandom > {m}/Windows/System32/lib$i.dll; done \
+         && head -c 3000000 /dev/urandom > {m}/Users/Public/dossier.pdf \
+         && head -c 64M /dev/urandom > {m}/pagefile.sys && head -c 8M /dev/urandom > {m}/swapfile.sys \
+         && (printf '{hiberfil_head}'; head -c 16M /dev/urandom) > {m}/hiberfil.sys && {state} \
+         && cd {m} && find . -type f ! -name '*.sys' | sort | xargs sha256sum > {v}.sums; cd / ; umount {m}",
+        v = s(&vol),
+        m = s(&mnt),
+    ));
+    let disk = d.join(format!("{name}.img"));
+    sh(&format!(
+        "truncate -s 162M {k} && sgdisk -n 1:2048:+160M -t 1:0700 {k} >/dev/null && dd if={v} of={k} bs=1M seek=1 conv=notrunc status=none",
+        k = s(&disk),
+        v = s(&vol)
+    ));
+    disk
+}
+
+/// Byte offset, in the disk image, of the first cluster of `$LogFile` (MFT record 2's first run).
+fn logfile_offset(disk: &[u8]) -> usize {
+    let part = 1usize << 20;
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| a << 8 | x as u64);
+    let mft = le(&disk[part + 0x30..part + 0x38]) as usize * 4096;
+    let rec = part + mft + 2 * 1024;
+    let mut at = rec + le(&disk[rec + 20..rec + 22]) as usize;
+    while le(&disk[at..at + 4]) != 0x80 {
+        at += le(&disk[at + 4..at + 8]) as usize;
+    }
+    let pairs = at + le(&disk[at + 32..at + 34]) as usize;
+    let (ln, dn) = ((disk[pairs] & 0xF) as usize, (disk[pairs] >> 4) as usize);
+    let lcn = le(&disk[pairs + 1 + ln..pairs + 1 + ln + dn]);
+    part + lcn as usize * 4096
+}
+
+/// A restart page of version `major.minor` with its update sequence array, clients in use.
+fn restart_page(major: u16, minor: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 4096];
+    p[0..4].copy_from_slice(b"RSTR");
+    p[4..6].copy_from_slice(&30u16.to_le_bytes());
+    p[6..8].copy_from_slice(&9u16.to_le_bytes());
+    p[16..20].copy_from_slice(&4096u32.to_le_bytes());
+    p[20..24].copy_from_slice(&4096u32.to_le_bytes());
+    p[24..26].copy_from_slice(&64u16.to_le_bytes());
+    p[26..28].copy_from_slice(&minor.to_le_bytes());
+    p[28..30].copy_from_slice(&major.to_le_bytes());
+    p[64..72].copy_from_slice(&77u64.to_le_bytes());
+    p[30..32].copy_from_slice(&[3, 0]);
+    for i in 0..8 {
+        let end = (i + 1) * 512 - 2;
+        p[end..end + 2].copy_from_slice(&[3, 0]);
+    }
+    p
+}
+
+fn capture_out(disk: &Path, store: &Path, name: &str, extra: &[&str]) -> (bool, serde_json::Value, String) {
+    let mut args = vec!["image", "capture", s(disk), "--store", s(store), "--name", name, "--json"];
+    args.extend_from_slice(extra);
+    let out = parc_run(&args);
+    let json = String::from_utf8_lossy(&out.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok());
+    let json = json.or_else(|| serde_json::from_slice(&out.stdout).ok()).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn scratch_files_are_left_out_and_unfit_windows_states_are_refused() {
+    if !have("mkntfs", "ntfs-3g") || !have("ntfscat", "ntfs-3g") || !root_or_skip("windows") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = d.join("store");
+
+    // 1. A generalized system with 88 MiB of scratch files: none of it is stored but the first
+    //    64 KiB of each, defined as zeros.
+    let disk = windows_disk(d, "win", "wake", Some(GENERALIZED));
+    let (ok, c, err) = capture_out(&disk, &store, "win", &[]);
+    assert!(ok, "{err}\n{c:#}");
+    let p = &c["partitions"][0];
+    assert_eq!((p["fs"].as_str(), p["map"].as_str()), (Some("ntfs"), Some("allocation")), "{c:#}");
+    let skipped: Vec<(String, u64, u64)> = p["skipped"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no skipped files: {c:#}"))
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap().to_string(), k["bytes"].as_u64().unwrap(), k["zeroed"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("pagefile.sys".to_string(), (64 << 20) - (64 << 10), 64 << 10),
+            ("hiberfil.sys".to_string(), (16 << 20) + 4 - (64 << 10) + 4092, 64 << 10),
+            ("swapfile.sys".to_string(), (8 << 20) - (64 << 10), 64 << 10),
+        ],
+        "{c:#}"
+    );
+    let used = p["used_bytes"].as_u64().unwrap();
+    assert!(used < 20 << 20, "{used} bytes used: the scratch files were stored: {c:#}");
+    assert!(c["findings"].as_array().is_none_or(|f| f.is_empty()), "{c:#}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join("manifests").join(format!("{}.json", c["digest"].as_str().unwrap()))).unwrap(),
+    )
+    .unwrap();
+    let zeros: u64 =
+        manifest["partitions"][0]["zeros"].as_array().unwrap().iter().map(|z| z[1].as_u64().unwrap()).sum();
+    assert_eq!(zeros, 3 * (64 << 10), "the scratch files' heads are defined as zeros: {manifest:#}");
+
+    // 2. Deployed over a disk holding another system's bytes (every byte 0xA5, as if a stale
+    //    hibernation image were there): files identical, the scratch files' heads zero.
+    let target = d.join("target.img");
+    sh(&format!("head -c 162M /dev/zero | tr '\\000' '\\245' > {}", s(&target)));
+    let out = parc_run(&["image", "deploy", "win", "--store", s(&store), "--to", s(&target), "--verify", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vol = d.join("deployed.vol");
+    sh(&format!("dd if={} of={} bs=1M skip=1 count=160 status=none", s(&target), s(&vol)));
+    let fix = std::process::Command::new("ntfsfix").args(["-n", s(&vol)]).output().unwrap();
+    assert!(fix.status.success(), "ntfsfix -n: {}", String::from_utf8_lossy(&fix.stdout));
+    for f in ["pagefile.sys", "hiberfil.sys", "swapfile.sys"] {
+        let out = d.join(f);
+        sh(&format!("ntfscat {} {f} > {}", s(&vol), s(&out)));
+        let head = sh(&format!("head -c 65536 {} | tr -d '\\000' | wc -c", s(&out)));
+        assert_eq!(head.trim(), "0", "{f}: its first 64 KiB are not zeros after deploy");
+    }
+    let mnt = d.join("check.mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let after = sh(&format!(
+        "ntfs-3g -o ro {v} {m} && cd {m} && find . -type f ! -name '*.sys' | sort | xargs sha256sum; cd /; umount {m}",
+        v = s(&vol),
+        m = s(&mnt)
+    ));
+    let before = std::fs::read_to_string(d.join("win.vol.sums")).unwrap();
+    assert!(before.lines().count() > 50);
+    assert_eq!(before, after, "files differ after deploy over a used disk");
+
+    // 3. The gate, each refusal before anything is stored and naming what to do.
+    let hibernated = windows_disk(d, "hib", "HIBR", Some(GENERALIZED));
+    let complete = windows_disk(d, "complete", "wake", Some("[State]\r\nImageState=IMAGE_STATE_COMPLETE\r\n"));
+    let unknown = windows_disk(d, "unknown", "wake", None);
+    let mut cached = std::fs::read(&disk).unwrap();
+    let at = logfile_offset(&cached);
+    cached[at..at + 4096].copy_from_slice(&restart_page(2, 0));
+    cached[at + 4096..at + 8192].copy_from_slice(&restart_page(2, 0));
+    let fast_startup = d.join("fast-startup.img");
+    std::fs::write(&fast_startup, &cached).unwrap();
+    let mut crashed = std::fs::read(&disk).unwrap();
+    crashed[at..at + 4096].copy_from_slice(&restart_page(1, 1));
+    crashed[at + 4096..at + 8192].copy_from_slice(&restart_page(1, 1));
+    let power_cut = d.join("power-cut.img");
+    std::fs::write(&power_cut, &crashed).unwrap();
+    let gated = d.join("store-gated");
+    for (label, image, check, says) in [
+        ("hibernated", &hibernated, "hibernated", "powercfg /h off"),
+        ("fast-startup", &fast_startup, "journal", "Fast Startup"),
+        ("power-cut", &power_cut, "journal", "replays the journal"),
+        ("complete", &complete, "sysprep", "sysprep.exe /generalize"),
+        ("unknown", &unknown, "sysprep", "State.ini is missing"),
+    ] {
+        let (ok, j, err) = capture_out(image, &gated, label, &[]);
+        assert!(!ok, "{label}: captured");
+        assert!(err.contains("refused before anything was stored") && err.contains(says), "{label}: {err}");
+        assert!(err.contains("partition") && err.contains("verdict"), "{label}: no table: {err}");
+        let f = j["findings"].as_array().unwrap_or_else(|| panic!("{label}: no findings in JSON: {j}"));
+        assert!(f.iter().any(|x| x["check"] == check && x["severity"] == "refuse"), "{label}: {j}");
+        let ls = parc_run(&["image", "ls", "--store", s(&gated)]);
+        assert!(!String::from_utf8_lossy(&ls.stdout).contains(label), "{label}: an image was stored");
+    }
+    // A single machine's backup may be taken anyway, with the warning in the report.
+    let (ok, c, err) = capture_out(&complete, &gated, "backup", &["--allow-not-generalized"]);
+    assert!(ok, "{err}");
+    let f = c["findings"].as_array().unwrap();
+    assert!(f.iter().any(|x| x["check"] == "sysprep" && x["severity"] == "warn"), "{c:#}");
+}
