@@ -12,7 +12,6 @@ pub mod io;
 pub mod preflight;
 
 pub use digest::Digest;
-pub mod agent;
 pub mod blockdev;
 pub mod capture;
 pub mod deploy;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use parc_imager::agent::{self, AgentOptions, Screen};
+use parc_agent::{self as agent, AgentOptions, Screen};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {

@@ -7,11 +7,11 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::blockdev::loopdev::LoopDevice;
-use crate::format::manifest::{Manifest, Partition};
-use crate::fs::FsKind;
+use parc_imager::blockdev::loopdev::LoopDevice;
+use parc_imager::format::manifest::{Manifest, Partition};
+use parc_imager::fs::FsKind;
 
-use super::api::AgentApi;
+use crate::api::AgentApi;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -23,7 +23,7 @@ pub enum ProfileError {
     #[error("profile file {path:?} would land outside the installed system")]
     UnsafePath { path: String },
     #[error(transparent)]
-    Api(#[from] super::api::ApiError),
+    Api(#[from] crate::api::ApiError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProfileError {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::disk::DiskInfo;
+use crate::disk::DiskInfo;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Hardware {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::disk::DiskRule;
-use super::hardware::Hardware;
+use crate::disk::DiskRule;
+use crate::hardware::Hardware;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -114,7 +114,7 @@ pub struct AgentApi {
 
 impl AgentApi {
     pub fn new(base: &str, token: Option<String>, retry_for: Duration) -> AgentApi {
-        let agent = crate::store::http::client(Duration::from_secs(60));
+        let agent = parc_imager::store::http::client(Duration::from_secs(60));
         AgentApi { base: base.trim_end_matches('/').to_string(), token, agent, retry_for }
     }
 

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::deploy::{self, DeployOptions, DeployReport};
-use crate::format::manifest::Manifest;
-use crate::progress::Progress;
-use crate::store::{ChunkSource, HttpStore};
+use parc_imager::deploy::{self, DeployOptions, DeployReport};
+use parc_imager::format::manifest::Manifest;
+use parc_imager::progress::Progress;
+use parc_imager::store::{ChunkSource, HttpStore};
 
 use api::{AgentApi, ApiError, ProgressReport, Work};
 
@@ -54,7 +54,7 @@ pub enum AgentError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
-    Deploy(#[from] crate::Error),
+    Deploy(#[from] parc_imager::Error),
     #[error(transparent)]
     Disk(#[from] disk::NoDisk),
     #[error("applying the department profile: {0}")]
@@ -71,10 +71,11 @@ impl AgentError {
     /// The chunk at fault, when a chunk was.
     pub fn chunk(&self) -> Option<String> {
         match self {
-            AgentError::Deploy(crate::Error::ChunkCorrupt { digest, .. }) => Some(digest.to_string()),
-            AgentError::Deploy(crate::Error::Store(crate::store::StoreError::ChunkMissing { digest, .. })) => {
-                Some(digest.to_string())
-            }
+            AgentError::Deploy(parc_imager::Error::ChunkCorrupt { digest, .. }) => Some(digest.to_string()),
+            AgentError::Deploy(parc_imager::Error::Store(parc_imager::store::StoreError::ChunkMissing {
+                digest,
+                ..
+            })) => Some(digest.to_string()),
             _ => None,
         }
     }
@@ -200,9 +201,9 @@ fn do_task(
     let image = work.image.as_ref().ok_or_else(|| task_err("the task names no image".into()))?;
     let digest_text = image.digest.as_deref().ok_or_else(|| task_err("the task's image has no digest".into()))?;
     let store = HttpStore::new(&boot.server, RETRY_FOR).with_token(api.token().map(str::to_string));
-    let digest = store.resolve(digest_text).map_err(crate::Error::from)?;
-    let bytes = store.read_manifest(&digest).map_err(crate::Error::from)?;
-    let manifest = Manifest::decode(&bytes, Some(digest)).map_err(crate::Error::from)?;
+    let digest = store.resolve(digest_text).map_err(parc_imager::Error::from)?;
+    let bytes = store.read_manifest(&digest).map_err(parc_imager::Error::from)?;
+    let manifest = Manifest::decode(&bytes, Some(digest)).map_err(parc_imager::Error::from)?;
     let (target, disk_reason) = match &opts.disk {
         Some(p) => (p.clone(), format!("{}: given on the agent's command line", p.display())),
         None => {
@@ -229,8 +230,8 @@ fn do_task(
         let api = AgentApi::new(&boot.server, api.token().map(str::to_string), REPORT_EVERY * 5);
         std::thread::spawn(move || reporter(&api, &meter, &stop, &cancelled))
     };
-    let disk = crate::blockdev::Disk::open_write(&target, manifest.disk.size)
-        .map_err(|source| crate::Error::Target { path: target.clone(), source })?;
+    let disk = parc_imager::blockdev::Disk::open_write(&target, manifest.disk.size)
+        .map_err(|source| parc_imager::Error::Target { path: target.clone(), source })?;
     let deploy_opts = DeployOptions { verify: true, cancel: Some(cancelled.clone()), ..Default::default() };
     let req = deploy::Request {
         source: &store,
@@ -277,7 +278,7 @@ fn do_task(
     stop.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     let (report, applied) = match result {
-        Err(AgentError::Deploy(crate::Error::Cancelled { .. })) => return Err(AgentError::Cancelled(work.id)),
+        Err(AgentError::Deploy(parc_imager::Error::Cancelled { .. })) => return Err(AgentError::Cancelled(work.id)),
         r => r?,
     };
     if !report.verified_after_write {
@@ -292,7 +293,7 @@ fn do_task(
         report.seconds
     ));
     let verified_by = match report.verified_by {
-        Some(crate::blockdev::ReadPath::Direct) => "direct reads",
+        Some(parc_imager::blockdev::ReadPath::Direct) => "direct reads",
         _ => "reads after dropping the page cache",
     };
     api.done(
