@@ -9,6 +9,7 @@ pub mod cmdline;
 pub mod disk;
 pub mod hardware;
 pub mod profile;
+pub mod windows;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
