@@ -21,6 +21,8 @@ pub mod validate;
 pub use error::{PatternError, Problem, RepoError};
 pub use hostname::{valid_hostname, HostnamePattern};
 pub use inventory::{Inventory, INVENTORY_FILE};
-pub use model::{Bus, Choose, Department, DiskRule, EntryKind, Mac, Machine, MachineStatus};
+pub use model::{
+    Bus, Choose, Department, DiskRule, EntryKind, Mac, Machine, MachineStatus, Os, WindowsSettings, DEFAULT_TIME_ZONE,
+};
 pub use repo::{Author, CommitInfo, Repo, RepoFile, Snapshot, SyncOutcome};
 pub use validate::{parse_department, parse_size};

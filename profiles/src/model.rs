@@ -131,6 +131,36 @@ impl Default for DiskRule {
     }
 }
 
+/// The system a department's image holds, which decides how the agent customises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    #[default]
+    Linux,
+    Windows,
+}
+
+impl Os {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Os::Linux => "linux",
+            Os::Windows => "windows",
+        }
+    }
+}
+
+/// `[windows]` of a department whose `os` is `"windows"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowsSettings {
+    /// A Windows time zone id (`tzutil /l`), written to the answer file's specialize pass.
+    pub time_zone: String,
+    /// The directory OU where machines are joined offline; `None`: no domain join.
+    pub domain_ou: Option<String>,
+}
+
+/// Time zone of a Windows department that names none: French hospitals.
+pub const DEFAULT_TIME_ZONE: &str = "Romance Standard Time";
+
 /// One department: `departments/<id>.toml`, parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Department {
@@ -147,8 +177,12 @@ pub struct Department {
     pub disk: DiskRule,
     /// Directories of the repository copied onto the installed system's root.
     pub payloads: Vec<String>,
-    /// Script of the repository run once on the installed system's first boot.
+    /// Script of the repository run once on the installed system's first boot (a shell script
+    /// on Linux, PowerShell on Windows).
     pub first_boot: Option<String>,
+    pub os: Os,
+    /// Present exactly when `os` is Windows.
+    pub windows: Option<WindowsSettings>,
     /// `departments/<id>.toml`.
     pub file: String,
     /// True when the file at HEAD fails and this is its last good version.

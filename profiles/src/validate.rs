@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use crate::error::Problem;
 use crate::hostname::HostnamePattern;
-use crate::model::{valid_id, Bus, Choose, Department, DiskRule, EntryKind};
+use crate::model::{valid_id, Bus, Choose, Department, DiskRule, EntryKind, Os, WindowsSettings, DEFAULT_TIME_ZONE};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +21,17 @@ struct RawDepartment {
     disk: Option<RawDisk>,
     #[serde(default)]
     software: Option<RawSoftware>,
+    #[serde(default)]
+    os: Option<Spanned<String>>,
+    #[serde(default)]
+    windows: Option<Spanned<RawWindows>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindows {
+    time_zone: Option<Spanned<String>>,
+    domain_ou: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +72,34 @@ struct RawSoftware {
     #[serde(default)]
     payloads: Vec<Spanned<String>>,
     first_boot: Option<Spanned<String>>,
+}
+
+/// A Windows time zone id as `tzutil /l` lists them: words, digits and a few signs.
+fn check_time_zone(tz: &str) -> Result<(), String> {
+    let tz = tz.trim();
+    if tz.is_empty() || tz.len() > 256 {
+        return Err("give a Windows time zone id such as \"Romance Standard Time\" (tzutil /l lists them)".into());
+    }
+    if let Some(c) = tz.chars().find(|c| !(c.is_ascii_alphanumeric() || " ()+-._".contains(*c))) {
+        return Err(format!("{c:?} does not appear in Windows time zone ids (tzutil /l lists them)"));
+    }
+    Ok(())
+}
+
+/// The OU computer accounts are created in: a distinguished name such as
+/// `OU=Radiologie,OU=Postes,DC=chu,DC=local`.
+fn check_ou(ou: &str) -> Result<(), String> {
+    let ou = ou.trim();
+    let first = ou.split(',').next().unwrap_or_default().trim().to_ascii_uppercase();
+    if ou.len() > 1024 || ou.chars().any(char::is_control) {
+        return Err("an OU distinguished name of at most 1024 printable characters".into());
+    }
+    if !(first.starts_with("OU=") || first.starts_with("CN=")) || !ou.to_ascii_uppercase().contains("DC=") {
+        return Err(format!(
+            "{ou:?} is not an OU distinguished name such as \"OU=Radiologie,OU=Postes,DC=chu,DC=local\""
+        ));
+    }
+    Ok(())
 }
 
 /// The 1-based line holding byte `offset` of `text`.
@@ -194,6 +233,52 @@ pub fn parse_department(
         }
     }
 
+    let os = match raw.os.as_ref().map(|o| (o.get_ref().as_str(), o.span())) {
+        None | Some(("linux", _)) => Os::Linux,
+        Some(("windows", _)) => Os::Windows,
+        Some((other, span)) => {
+            problems.push(Problem::new(
+                file,
+                line(span),
+                format!("os: '{other}' is not a system (use linux or windows)"),
+            ));
+            Os::Linux
+        }
+    };
+    let windows = match (os, raw.windows) {
+        (Os::Windows, w) => {
+            let mut settings = WindowsSettings { time_zone: DEFAULT_TIME_ZONE.to_string(), domain_ou: None };
+            if let Some(w) = w.map(Spanned::into_inner) {
+                if let Some(tz) = w.time_zone {
+                    match check_time_zone(tz.get_ref()) {
+                        Ok(()) => settings.time_zone = tz.get_ref().trim().to_string(),
+                        Err(reason) => {
+                            problems.push(Problem::new(file, line(tz.span()), format!("windows.time_zone: {reason}")))
+                        }
+                    }
+                }
+                if let Some(ou) = w.domain_ou {
+                    match check_ou(ou.get_ref()) {
+                        Ok(()) => settings.domain_ou = Some(ou.get_ref().trim().to_string()),
+                        Err(reason) => {
+                            problems.push(Problem::new(file, line(ou.span()), format!("windows.domain_ou: {reason}")))
+                        }
+                    }
+                }
+            }
+            Some(settings)
+        }
+        (Os::Linux, Some(w)) => {
+            problems.push(Problem::new(
+                file,
+                line(w.span()),
+                "[windows] applies to Windows departments: add os = \"windows\" or remove the section",
+            ));
+            None
+        }
+        (Os::Linux, None) => None,
+    };
+
     match hostname {
         Some(hostname) if problems.is_empty() => Ok(Department {
             id: id.to_string(),
@@ -206,6 +291,8 @@ pub fn parse_department(
             disk,
             payloads,
             first_boot,
+            os,
+            windows,
             file: file.to_string(),
             stale: false,
         }),
@@ -440,6 +527,33 @@ first_boot = "./scripts/radiologie-firstboot.sh"
         assert!(reason.contains("expected a size such as \"16G\" or a number of bytes"), "{reason}");
         let (line, reason) = problem(&GOOD.replace("\"16G\"", "-16"));
         assert_eq!((line, reason.as_str()), (Some(10), "disk.min_size: -16 is negative"));
+    }
+
+    #[test]
+    fn windows_departments() {
+        let parse = |text: &str| parse_department("bloc", "departments/bloc.toml", text, tree);
+        let d = parse(GOOD).unwrap();
+        assert_eq!((d.os, d.windows.as_ref()), (Os::Linux, None));
+        let d = parse(&format!("os = \"windows\"\n{GOOD}")).unwrap();
+        assert_eq!(d.os, Os::Windows);
+        assert_eq!(d.windows.unwrap(), WindowsSettings { time_zone: DEFAULT_TIME_ZONE.into(), domain_ou: None });
+        let text = format!(
+            "os = \"windows\"\n{GOOD}\n[windows]\ntime_zone = \"W. Europe Standard Time\"\ndomain_ou = \"OU=Bloc,OU=Postes,DC=chu,DC=local\"\n"
+        );
+        let w = parse(&text).unwrap().windows.unwrap();
+        assert_eq!(
+            (w.time_zone.as_str(), w.domain_ou.as_deref()),
+            ("W. Europe Standard Time", Some("OU=Bloc,OU=Postes,DC=chu,DC=local"))
+        );
+        let (line, reason) = problem(&format!("os = \"macos\"\n{GOOD}"));
+        assert_eq!(line, Some(1));
+        assert!(reason.contains("'macos' is not a system"), "{reason}");
+        let (_, reason) = problem(&format!("{GOOD}\n[windows]\ntime_zone = \"UTC\"\n"));
+        assert!(reason.contains("add os = \"windows\""), "{reason}");
+        let (_, reason) = problem(&format!("os = \"windows\"\n{GOOD}\n[windows]\ntime_zone = \"Europe/Paris;\"\n"));
+        assert!(reason.contains("windows.time_zone") && reason.contains("tzutil"), "{reason}");
+        let (_, reason) = problem(&format!("os = \"windows\"\n{GOOD}\n[windows]\ndomain_ou = \"Radiologie\"\n"));
+        assert!(reason.contains("windows.domain_ou") && reason.contains("not an OU"), "{reason}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! tasks are queued, then each operation is journaled. Each operation succeeds or fails on its
 //! own and reports why.
 
-use parc_profiles::{Department, Inventory, Mac, Machine, MachineStatus, Snapshot};
+use parc_imager::format::manifest::Manifest;
+use parc_imager::fs::FsKind;
+use parc_profiles::{Department, Inventory, Mac, Machine, MachineStatus, Os, Snapshot};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -246,13 +248,17 @@ impl Ctx<'_> {
     /// The department's image, resolved to the manifest digest now: a task deploys what the
     /// technician saw when queuing it, even if a newer version is published meanwhile.
     fn image(&self, d: &Department) -> Result<(String, String), AppError> {
-        match self.st.store.resolve(&d.image) {
-            Ok(digest) => Ok((d.image.clone(), digest.to_string())),
-            Err(e) => Err(AppError::Conflict(format!(
+        let refused = |e: String| {
+            AppError::Conflict(format!(
                 "department {} ({} line {}) names image {:?}, which cannot be deployed: {e}",
                 d.id, d.file, d.image_line, d.image
-            ))),
-        }
+            ))
+        };
+        let digest = self.st.store.resolve(&d.image).map_err(|e| refused(e.to_string()))?;
+        let bytes = self.st.store.read_manifest(&digest).map_err(|e| refused(e.to_string()))?;
+        let manifest = Manifest::decode(&bytes, Some(digest)).map_err(|e| refused(e.to_string()))?;
+        system_matches(d.os, &manifest).map_err(refused)?;
+        Ok((d.image.clone(), digest.to_string()))
     }
 
     fn no_active_task(&self, mac: &Mac) -> Result<(), AppError> {
@@ -931,5 +937,22 @@ mod edit_tests {
         assert_eq!((back.serial.as_deref(), back.notes.as_deref(), back.hostname), (Some("CZC1"), Some(""), None));
         let err = serde_json::from_str::<MachineEdit>(r#"{"location":null}"#).unwrap_err().to_string();
         assert!(err.starts_with("location: null is not allowed"), "{err}");
+    }
+}
+
+/// The department's `os` must be what the image holds: an NTFS partition for Windows; for Linux,
+/// not a Windows image (NTFS and no ext partition). The agent would fail after writing the disk.
+pub fn system_matches(os: Os, m: &Manifest) -> Result<(), String> {
+    let has = |kinds: &[FsKind]| m.partitions.iter().any(|p| kinds.contains(&p.fs));
+    match os {
+        Os::Windows if !has(&[FsKind::Ntfs]) => {
+            Err("the department says os = \"windows\" but the image has no NTFS partition".into())
+        }
+        Os::Linux if has(&[FsKind::Ntfs]) && !has(&[FsKind::Ext2, FsKind::Ext3, FsKind::Ext4]) => {
+            Err("the department is a Linux one (os = \"linux\", the default) but the image is a Windows one (NTFS, no \
+             ext2/3/4 partition); set os = \"windows\""
+                .into())
+        }
+        _ => Ok(()),
     }
 }

@@ -78,6 +78,7 @@ fn work(st: &AppState, t: &Task) -> Result<AgentWork, AppError> {
         serde_json::json!({
             "id": d.id, "name": d.name, "image": d.image, "hostname_pattern": d.hostname.as_str(),
             "disk": d.disk, "payloads": d.payloads, "first_boot": d.first_boot, "tags": d.tags,
+            "os": d.os, "windows": d.windows,
         })
     });
     Ok(AgentWork {

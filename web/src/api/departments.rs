@@ -25,6 +25,8 @@ pub struct DepartmentView {
     pub disk: parc_profiles::DiskRule,
     pub payloads: Vec<String>,
     pub first_boot: Option<String>,
+    pub os: parc_profiles::Os,
+    pub windows: Option<parc_profiles::WindowsSettings>,
     /// The file at HEAD does not validate: this is its last good version.
     pub stale: bool,
     pub machines: usize,
@@ -45,6 +47,8 @@ pub(crate) fn department_view(st: &AppState, d: &Department, problems: &[Problem
         disk: d.disk.clone(),
         payloads: d.payloads.clone(),
         first_boot: d.first_boot.clone(),
+        os: d.os,
+        windows: d.windows.clone(),
         stale: d.stale,
         machines: snap
             .inventory

@@ -347,6 +347,8 @@ pub fn components() -> Value {
         ("min_size", null_or(count())),
     ]);
     add("DiskRule", disk_rule);
+    add("Os", one_of(&["linux", "windows"]));
+    add("WindowsSettings", answer(&[("time_zone", string()), ("domain_ou", null_or(string()))]));
     add(
         "Department",
         answer(&[
@@ -364,6 +366,8 @@ pub fn components() -> Value {
             ("disk", r("DiskRule")),
             ("payloads", strings()),
             ("first_boot", null_or(string())),
+            ("os", r("Os")),
+            ("windows", null_or(r("WindowsSettings"))),
             ("stale", described(boolean(), "the file at HEAD does not validate: this is its last good version")),
             ("machines", count()),
             ("problems", array(r("Problem"))),
@@ -450,6 +454,8 @@ pub fn components() -> Value {
             ("payloads", strings()),
             ("first_boot", null_or(string())),
             ("tags", strings()),
+            ("os", r("Os")),
+            ("windows", null_or(r("WindowsSettings"))),
         ]),
     );
     add(

@@ -1,4 +1,3 @@
-
 use super::*;
 
 const ARCH: &str = "amd64";
