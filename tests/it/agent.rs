@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::api::{appliance, boot_token, install_netboot, Api, Appliance};
 use crate::support::*;
 
-struct Loop(String);
+pub struct Loop(pub String);
 
 impl Drop for Loop {
     fn drop(&mut self) {
@@ -19,13 +19,13 @@ impl Drop for Loop {
     }
 }
 
-fn loop_device(file: &Path, size: u64) -> Loop {
+pub fn loop_device(file: &Path, size: u64) -> Loop {
     sh(&format!("truncate -s {size} {}", file.display()));
     Loop(sh(&format!("losetup -f --show {}", file.display())).trim().to_string())
 }
 
 /// Runs `parc agent` as the initramfs would, with the boot arguments in a file.
-fn agent(a: &Appliance, mac: &str, disk: &str) -> (bool, String) {
+pub fn agent(a: &Appliance, mac: &str, disk: &str) -> (bool, String) {
     let cmdline = a.dir.path().join(format!("cmdline-{mac}"));
     std::fs::write(
         &cmdline,

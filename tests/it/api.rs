@@ -184,7 +184,7 @@ fn cli(a: &Appliance, api: &Api, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn git(repo: &Path, args: &str) -> String {
+pub fn git(repo: &Path, args: &str) -> String {
     sh(&format!("git -C {} -c user.name=Technicien -c user.email=tech@example.org {args}", repo.display()))
 }
 

@@ -203,3 +203,192 @@ fn scratch_files_are_left_out_and_unfit_windows_states_are_refused() {
     let f = c["findings"].as_array().unwrap();
     assert!(f.iter().any(|x| x["check"] == "sysprep" && x["severity"] == "warn"), "{c:#}");
 }
+
+/// The answer file a sysprepped reference machine leaves: specialize already marked processed,
+/// an oobeSystem pass parc must keep.
+const IMAGE_UNATTEND: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<unattend xmlns="urn:schemas-microsoft-com:unattend" xmlns:wcm="http://schemas.microsoft.com/WMIConfig/2002/State">
+    <settings pass="specialize" wcm:wasPassProcessed="true">
+        <component name="Microsoft-Windows-Shell-Setup" processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS">
+            <ComputerName>REFERENCE-PC</ComputerName>
+            <RegisteredOrganization>CHU Exemple</RegisteredOrganization>
+        </component>
+    </settings>
+    <settings pass="oobeSystem">
+        <component name="Microsoft-Windows-International-Core" processorArchitecture="amd64" publicKeyToken="31bf3856ad364e35" language="neutral" versionScope="nonSxS">
+            <UILanguage>fr-FR</UILanguage>
+        </component>
+    </settings>
+</unattend>
+"#;
+
+const IMAGE_SETUPCOMPLETE: &str =
+    "@echo off\r\nrem installed by the reference build\r\ncall C:\\Tools\\inventory.cmd\r\nexit /b 0\r\n";
+
+/// A disk laid out as Windows 10/11 installs itself on a UEFI PC: GPT with an ESP holding
+/// `EFI/Microsoft/Boot/`, an MSR, and the NTFS system partition (generalized by sysprep, an
+/// answer file and a SetupComplete.cmd to merge, a 64 MiB pagefile). Returns the disk and the
+/// system partition's start and length.
+pub fn windows_layout_disk(d: &Path, name: &str) -> (std::path::PathBuf, u64, u64) {
+    const MIB: u64 = 1 << 20;
+    let (esp, sys) = (MIB..65 * MIB, 81 * MIB..281 * MIB);
+    let disk = d.join(format!("{name}.img"));
+    sh(&format!(
+        "truncate -s 282M {k} && sgdisk -n 1:2048:+64M -t 1:EF00 -c 1:EFI -n 2:0:+16M -t 2:0C01 -c 2:MSR \
+         -n 3:0:+200M -t 3:0700 -c 3:Windows {k} >/dev/null",
+        k = s(&disk)
+    ));
+    let fat = d.join(format!("{name}.esp"));
+    let boot = d.join(format!("{name}.bootmgfw.efi"));
+    std::fs::write(&boot, random_bytes(13, 1_500_000)).unwrap();
+    sh(&format!(
+        "truncate -s 64M {f} && mkfs.vfat -F 32 -n SYSTEM {f} >/dev/null && mmd -i {f} ::EFI ::EFI/Microsoft ::EFI/Microsoft/Boot ::EFI/Boot \
+         && mcopy -i {f} {b} ::EFI/Microsoft/Boot/bootmgfw.efi && mcopy -i {f} {b} ::EFI/Boot/bootx64.efi \
+         && dd if={f} of={k} bs=1M seek={} conv=notrunc status=none",
+        esp.start / MIB,
+        f = s(&fat),
+        b = s(&boot),
+        k = s(&disk)
+    ));
+    let vol = d.join(format!("{name}.ntfs"));
+    let mnt = d.join(format!("{name}.ntfs.mnt"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    let (ua, sc) = (d.join(format!("{name}.unattend.xml")), d.join(format!("{name}.SetupComplete.cmd")));
+    std::fs::write(&ua, IMAGE_UNATTEND).unwrap();
+    std::fs::write(&sc, IMAGE_SETUPCOMPLETE).unwrap();
+    sh(&format!(
+        "truncate -s 200M {v} && mkntfs -F -Q -c 4096 -L Windows {v} >/dev/null && ntfs-3g {v} {m} \
+         && mkdir -p {m}/Windows/System32/config {m}/Windows/Panther {m}/Windows/Setup/Scripts {m}/Windows/Setup/State {m}/Users/Public {m}/Tools \
+         && for i in $(seq 1 40); do head -c $((i * 1499)) /dev/urandom > {m}/Windows/System32/lib$i.dll; done \
+         && head -c 2000000 /dev/urandom > {m}/Windows/System32/config/SYSTEM \
+         && printf '[State]\\r\\nImageState=IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE\\r\\n' > {m}/Windows/Setup/State/State.ini \
+         && cp {ua} {m}/Windows/Panther/unattend.xml && cp {sc} {m}/Windows/Setup/Scripts/SetupComplete.cmd \
+         && echo inventory > {m}/Tools/inventory.cmd && head -c 64M /dev/urandom > {m}/pagefile.sys \
+         && umount {m} && dd if={v} of={k} bs=1M seek={} conv=notrunc status=none",
+        sys.start / MIB,
+        v = s(&vol),
+        m = s(&mnt),
+        ua = s(&ua),
+        sc = s(&sc),
+        k = s(&disk)
+    ));
+    (disk, sys.start, sys.end - sys.start)
+}
+
+/// Every file of an NTFS volume image with its sha256, through a read-only ntfs-3g mount.
+pub fn ntfs_sums(vol: &Path, mnt: &Path) -> String {
+    std::fs::create_dir_all(mnt).unwrap();
+    sh(&format!(
+        "ntfs-3g -o ro {v} {m} && cd {m} && find . -type f | sort | xargs -d '\\n' sha256sum; cd /; umount {m}",
+        v = s(vol),
+        m = s(mnt)
+    ))
+}
+
+/// A Windows department: its system, payload and PowerShell first-boot script committed to the
+/// appliance's profiles repository.
+fn windows_department(a: &crate::api::Appliance, extra: &str) {
+    let repo = a.data.join("profiles");
+    std::fs::create_dir_all(repo.join("payloads/bloc/Outils")).unwrap();
+    std::fs::write(repo.join("payloads/bloc/Outils/lisez-moi.txt"), "Poste du bloc opératoire\r\n").unwrap();
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::write(repo.join("scripts/bloc-firstboot.ps1"), "Write-Output 'bloc: premier démarrage'\r\n").unwrap();
+    std::fs::write(
+        repo.join("departments/bloc.toml"),
+        format!(
+            "name = \"Bloc opératoire\"\nimage = \"win11-poste\"\nhostname = \"BLC-{{counter:4}}\"\nos = \"windows\"\n\n\
+             [software]\npayloads = [\"payloads/bloc\"]\nfirst_boot = \"scripts/bloc-firstboot.ps1\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    // The same image named by a department that forgot `os = "windows"`.
+    std::fs::write(
+        repo.join("departments/salle.toml"),
+        "name = \"Salle de réveil\"\nimage = \"win11-poste\"\nhostname = \"SAL-{counter:4}\"\n",
+    )
+    .unwrap();
+    crate::api::git(&repo, "add -A");
+    crate::api::git(&repo, "commit -q -m 'bloc: Windows department'");
+    let (s, st) = a.admin.post("/api/v1/profiles/reload", serde_json::json!({}));
+    assert_eq!(s, 200, "{st}");
+    assert!(st["problems"].as_array().is_none_or(|p| p.is_empty()), "{st}");
+}
+
+#[test]
+fn the_agent_names_a_windows_system_merges_its_answer_file_and_changes_nothing_else() {
+    if !have("mkntfs", "ntfs-3g") || !have("mcopy", "mtools") || !root_or_skip("windows agent") {
+        return;
+    }
+    let a = crate::api::appliance("127.0.0.1:0");
+    crate::api::install_netboot(&a);
+    let d = a.dir.path().to_path_buf();
+    let (disk, start, len) = windows_layout_disk(&d, "win11");
+    let vol = d.join("win11.ntfs");
+    let before = ntfs_sums(&vol, &d.join("before.mnt"));
+    let c = crate::api::capture_into(&a.data, "win11-poste", &disk);
+    assert!(c["partitions"][2]["skipped"][0]["name"] == "pagefile.sys", "{c:#}");
+    windows_department(&a, "");
+
+    // A Linux department pointing at this image is refused before anything is queued.
+    let (st, r) = a.admin.post(
+        "/api/v1/machines",
+        serde_json::json!({ "mac": "52:54:00:b1:00:09", "department": "salle", "install": true }),
+    );
+    assert_eq!(st, 409, "{r}");
+    assert!(r.to_string().contains("set os = \\\"windows\\\""), "{r}");
+    let mac = "52:54:00:b1:00:01";
+    let (st, r) =
+        a.admin.post("/api/v1/machines", serde_json::json!({ "mac": mac, "department": "bloc", "install": true }));
+    assert_eq!(st, 201, "{r}");
+    // The PC's disk held another system: every byte random.
+    let target = crate::agent::loop_device(&d.join("target.raw"), 282 << 20);
+    sh(&format!("head -c 282M /dev/urandom > {}", target.0));
+    let (ok, log) = crate::agent::agent(&a, mac, &target.0);
+    assert!(ok, "agent failed:\n{log}");
+    assert!(log.contains("profile applied on partition 3"), "{log}");
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert_eq!((m["status"].as_str(), m["task"]["state"].as_str()), (Some("installed"), Some("done")), "{m}");
+
+    // Inspected from outside: a clean volume, parc's files, the rest as imaged.
+    let out = d.join("deployed.ntfs");
+    sh(&format!("dd if={} of={} bs=1M skip={} count={} status=none", target.0, s(&out), start >> 20, len >> 20));
+    let fix = std::process::Command::new("ntfsfix").args(["-n", s(&out)]).output().unwrap();
+    assert!(fix.status.success(), "ntfsfix -n: {}", String::from_utf8_lossy(&fix.stdout));
+    let after = ntfs_sums(&out, &d.join("after.mnt"));
+    let ours = |l: &&str| {
+        l.contains("./parc/")
+            || l.ends_with("./Windows/Panther/unattend.xml")
+            || l.ends_with("./Windows/Setup/Scripts/SetupComplete.cmd")
+            || l.ends_with("./pagefile.sys")
+    };
+    let strip = |t: &str| t.lines().filter(|l| !ours(l)).map(str::to_string).collect::<Vec<_>>();
+    assert!(strip(&before).len() > 40);
+    assert_eq!(strip(&before), strip(&after), "files other than parc's changed");
+    let cat = |path: &str| sh(&format!("ntfscat {} '{path}'", s(&out)));
+    let unattend = cat("Windows/Panther/unattend.xml");
+    assert!(unattend.contains("<ComputerName>BLC-0001</ComputerName>"), "{unattend}");
+    assert!(unattend.contains("<TimeZone>Romance Standard Time</TimeZone>"), "{unattend}");
+    assert!(unattend.contains("<RegisteredOrganization>CHU Exemple</RegisteredOrganization>"), "{unattend}");
+    assert!(unattend.contains("<UILanguage>fr-FR</UILanguage>"), "the oobeSystem pass was lost: {unattend}");
+    assert!(!unattend.contains("wasPassProcessed"), "Setup would skip the specialize pass: {unattend}");
+    assert!(!unattend.contains("REFERENCE-PC"));
+    let setup = cat("Windows/Setup/Scripts/SetupComplete.cmd");
+    let call = setup.find("call \"%SystemDrive%\\parc\\firstboot.cmd\"").unwrap_or_else(|| panic!("{setup}"));
+    assert!(setup.contains("call C:\\Tools\\inventory.cmd") && call < setup.find("exit /b 0").unwrap(), "{setup}");
+    assert_eq!(cat("parc/Outils/lisez-moi.txt"), "Poste du bloc opératoire\r\n");
+    assert!(cat("parc/first-boot.ps1").contains("premier démarrage"));
+    assert!(cat("parc/firstboot.cmd").contains("report-first-boot.ps1"));
+    let agent: serde_json::Value = serde_json::from_str(&cat("parc/agent.json")).unwrap();
+    assert_eq!(agent["server"], a.srv.url.as_str());
+    // The first boot reports with that credential (what report-first-boot.ps1 sends): ready.
+    let token = agent["token"].as_str().unwrap();
+    let (st, _) = crate::api::Api::new(&a.srv.url, Some(token)).post("/api/v1/agent/first-boot", serde_json::json!({}));
+    assert_eq!(st, 200);
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
+    assert_eq!(m["status"], "ready", "{m}");
+    // The ESP's files are as imaged (its free clusters still hold the old disk's bytes).
+    let esp = d.join("deployed.esp");
+    sh(&format!("dd if={} of={} bs=1M skip=1 count=64 status=none", target.0, s(&esp)));
+    let boot = sh(&format!("mtype -i {} ::EFI/Microsoft/Boot/bootmgfw.efi | sha256sum", s(&esp)));
+    assert_eq!(boot.split_whitespace().next(), Some(sha256_file(&d.join("win11.bootmgfw.efi")).as_str()));
+}

@@ -75,6 +75,27 @@ pub struct DepartmentWork {
     pub payloads: Vec<String>,
     #[serde(default)]
     pub first_boot: Option<String>,
+    /// `"linux"` (the default) or `"windows"`.
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub windows: Option<WindowsWork>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WindowsWork {
+    pub time_zone: String,
+    #[serde(default)]
+    pub domain_ou: Option<String>,
+}
+
+/// The machine's offline domain join, made by the appliance for this task.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DomainJoin {
+    pub domain: String,
+    pub machine: String,
+    /// `AccountData` of the answer file: base64 of the provisioning blob.
+    pub account_data: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +227,12 @@ impl AgentApi {
     pub fn failed(&self, reason: &str, chunk: Option<&str>) -> Result<(), ApiError> {
         let body = serde_json::json!({ "reason": reason, "chunk": chunk });
         self.call("/api/v1/agent/failed", Some(&body)).map(drop)
+    }
+
+    /// Asks the appliance to provision this machine's computer account (new, or the existing
+    /// one reused) and answers its join blob; only the task's session may.
+    pub fn domain_join(&self) -> Result<DomainJoin, ApiError> {
+        self.json("/api/v1/agent/domain-join", Some(&serde_json::json!({})))
     }
 
     pub fn profile_files(&self) -> Result<Vec<ProfileFile>, ApiError> {

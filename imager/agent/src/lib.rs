@@ -256,19 +256,33 @@ fn do_task(
             r.bytes_zeroed >> 20,
         ));
         meter.phase("profile", 0);
-        let applied = profile::apply(
-            api,
-            &target,
-            &manifest,
-            hostname.as_deref().unwrap_or(&work.mac.replace(':', "")),
-            &profile::FirstBoot {
-                server: boot.server.clone(),
-                token: first_boot_token
-                    .ok_or_else(|| task_err("the appliance gave no first-boot credential".into()))?
-                    .to_string(),
-            },
-            &opts.work,
-        )?;
+        let name = hostname.clone().unwrap_or_else(|| work.mac.replace(':', ""));
+        let first_boot = profile::FirstBoot {
+            server: boot.server.clone(),
+            token: first_boot_token
+                .ok_or_else(|| task_err("the appliance gave no first-boot credential".into()))?
+                .to_string(),
+        };
+        let department = work.department.as_ref();
+        let applied = match department.and_then(|d| d.windows.as_ref()) {
+            Some(w) if department.and_then(|d| d.os.as_deref()) == Some("windows") => {
+                let join = match &w.domain_ou {
+                    Some(_) => {
+                        let j = api.domain_join()?;
+                        screen.show(&format!("domain: computer account {} in {} provisioned", j.machine, j.domain));
+                        Some(j)
+                    }
+                    None => None,
+                };
+                let c = windows::apply::Customisation {
+                    hostname: &name,
+                    time_zone: &w.time_zone,
+                    join_blob: join.as_ref().map(|j| j.account_data.as_str()),
+                };
+                windows::apply::apply(api, &target, &manifest, &c, &first_boot, &opts.work)?
+            }
+            _ => profile::apply(api, &target, &manifest, &name, &first_boot, &opts.work)?,
+        };
         if cancelled.load(Ordering::Relaxed) {
             return Err(AgentError::Cancelled(work.id));
         }

@@ -24,9 +24,11 @@ pub enum ProfileError {
     UnsafePath { path: String },
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error("{0}")]
+    Windows(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProfileError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProfileError {
     let what = what.into();
     move |source| ProfileError::Io { what, source }
 }
@@ -91,22 +93,26 @@ fn inside(root: &Path, dest: &str) -> Result<PathBuf, ProfileError> {
     Ok(root.join(p))
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ProfileError> {
+/// Replaces `path` with `bytes`, never through a symlink planted in the image. `mode`: the
+/// permissions on Linux; `None` on NTFS, where the file keeps the ACL it inherits.
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), ProfileError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
-    // A symlink planted in the image must not redirect the write.
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(mode)
+        .mode(mode.unwrap_or(0o644))
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(io(format!("writing {}", path.display())))?;
     f.write_all(bytes).map_err(io(format!("writing {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io(format!("chmod {}", path.display())))
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", path.display())))?;
+    }
+    Ok(())
 }
 
 const UNIT: &str = "parc-first-boot.service";
@@ -178,27 +184,31 @@ pub fn apply(
             continue;
         }
         let mut applied = Applied { root_partition: p.number, ..Default::default() };
-        write_file(&root.join("etc/hostname"), format!("{hostname}\n").as_bytes(), 0o644)?;
+        write_file(&root.join("etc/hostname"), format!("{hostname}\n").as_bytes(), Some(0o644))?;
         let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap_or_default();
         let mut lines: Vec<String> =
             hosts.lines().filter(|l| !l.starts_with("127.0.1.1")).map(str::to_string).collect();
         lines.insert(1.min(lines.len()), format!("127.0.1.1\t{hostname}"));
-        write_file(&root.join("etc/hosts"), (lines.join("\n") + "\n").as_bytes(), 0o644)?;
+        write_file(&root.join("etc/hosts"), (lines.join("\n") + "\n").as_bytes(), Some(0o644))?;
         for f in api.profile_files()? {
             let bytes = api.profile_file(&f.source)?;
             if f.dest == ".parc-first-boot" {
-                write_file(&root.join("usr/local/lib/parc/first-boot.sh"), &bytes, 0o755)?;
+                write_file(&root.join("usr/local/lib/parc/first-boot.sh"), &bytes, Some(0o755))?;
                 applied.first_boot_script = true;
             } else {
-                write_file(&inside(&root, &f.dest)?, &bytes, f.mode & 0o7777)?;
+                write_file(&inside(&root, &f.dest)?, &bytes, Some(f.mode & 0o7777))?;
                 applied.files += 1;
             }
         }
-        write_file(&root.join("usr/local/lib/parc/report-first-boot"), REPORT_SCRIPT.as_bytes(), 0o755)?;
+        write_file(&root.join("usr/local/lib/parc/report-first-boot"), REPORT_SCRIPT.as_bytes(), Some(0o755))?;
         let env = format!("PARC_SERVER={}\nPARC_TOKEN={}\n", first_boot.server, first_boot.token);
-        write_file(&root.join("etc/parc/agent.env"), env.as_bytes(), 0o600)?;
-        write_file(&root.join("etc/parc/first-boot.pending"), b"", 0o644)?;
-        write_file(&root.join("etc/systemd/system").join(UNIT), unit(applied.first_boot_script).as_bytes(), 0o644)?;
+        write_file(&root.join("etc/parc/agent.env"), env.as_bytes(), Some(0o600))?;
+        write_file(&root.join("etc/parc/first-boot.pending"), b"", Some(0o644))?;
+        write_file(
+            &root.join("etc/systemd/system").join(UNIT),
+            unit(applied.first_boot_script).as_bytes(),
+            Some(0o644),
+        )?;
         let wants = root.join("etc/systemd/system/multi-user.target.wants");
         std::fs::create_dir_all(&wants).map_err(io(format!("creating {}", wants.display())))?;
         let link = wants.join(UNIT);

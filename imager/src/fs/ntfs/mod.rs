@@ -271,6 +271,11 @@ impl<'a> Volume<'a> {
     }
 }
 
+/// Whether the volume holds `path` (names compared as Windows does).
+pub fn exists(dev: &dyn ReadAt, len: u64, path: &[&str]) -> Result<bool, FsError> {
+    Ok(Volume::open(dev, len)?.lookup(path)?.is_some())
+}
+
 /// `$Volume`'s `VOLUME_INFORMATION` flags (MFT record 3).
 pub const VOLUME_IS_DIRTY: u16 = 0x0001;
 pub const VOLUME_CHKDSK_UNDERWAY: u16 = 0x4000;
