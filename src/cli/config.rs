@@ -105,6 +105,54 @@ pub struct FileConfig {
     pub tasks: TasksSection,
     #[serde(default)]
     pub directory: DirectorySection,
+    #[serde(default)]
+    pub domain: DomainSection,
+}
+
+/// A password kept in its own file, which must not be readable by others; trailing newlines
+/// are not part of it.
+fn secret_file(what: &str, path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        anyhow::bail!("{what} {} is readable by others: chmod 600 it", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{what} {}", path.display()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `[domain]`: the Active Directory domain Windows departments join offline (Samba's `net`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSection {
+    pub realm: Option<String>,
+    pub workgroup: Option<String>,
+    pub join_user: Option<String>,
+    pub join_password_file: Option<PathBuf>,
+    pub net: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl DomainSection {
+    /// The domain's settings, `None` when no realm is set; `net` keeps its state under `data`.
+    pub fn resolve(&self, data: &std::path::Path) -> Result<Option<parc_web::domain::DomainConfig>> {
+        let Some(realm) = self.realm.clone() else { return Ok(None) };
+        let need = |v: &Option<String>, key: &str, what: &str| {
+            v.clone().filter(|s| !s.trim().is_empty()).with_context(|| format!("[domain] {key} is required: {what}"))
+        };
+        let workgroup = need(&self.workgroup, "workgroup", "the domain's NetBIOS name, e.g. CHU")?;
+        let join_user = need(&self.join_user, "join_user", "the account allowed to create computer objects")?;
+        let file = self.join_password_file.as_ref().context("[domain] join_password_file is required")?;
+        Ok(Some(parc_web::domain::DomainConfig {
+            realm: realm.to_ascii_uppercase(),
+            workgroup: workgroup.to_ascii_uppercase(),
+            join_user,
+            join_password: secret_file("[domain] join_password_file", file)?,
+            net: self.net.clone().unwrap_or_else(|| "net".into()),
+            state_dir: data.join("samba"),
+            timeout: std::time::Duration::from_secs(self.timeout_secs.unwrap_or(60).clamp(5, 600)),
+        }))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,20 +186,7 @@ impl DirectorySection {
             self.user_base.clone().context("[directory] user_base is required: where user accounts are searched")?;
         let bind_password = match &self.bind_password_file {
             None => None,
-            Some(path) => {
-                use std::os::unix::fs::MetadataExt;
-                let meta = std::fs::metadata(path)
-                    .with_context(|| format!("[directory] bind_password_file {}", path.display()))?;
-                if meta.mode() & 0o077 != 0 {
-                    anyhow::bail!(
-                        "[directory] bind_password_file {} is readable by others: chmod 600 it",
-                        path.display()
-                    );
-                }
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("[directory] bind_password_file {}", path.display()))?;
-                Some(text.trim_end_matches(['\r', '\n']).to_string())
-            }
+            Some(path) => Some(secret_file("[directory] bind_password_file", path)?),
         };
         Ok(Some(parc_web::directory::DirectoryConfig {
             url,

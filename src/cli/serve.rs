@@ -84,6 +84,7 @@ struct Settings {
     pull_every: std::time::Duration,
     agent_silence: std::time::Duration,
     directory: Option<parc_web::directory::DirectoryConfig>,
+    domain: Option<parc_web::domain::DomainConfig>,
 }
 
 fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
@@ -93,8 +94,10 @@ fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
         Some(addr) => Some(addr.parse().with_context(|| format!("HTTPS address {addr:?}: give ADDRESS:PORT or off"))?),
     };
     let directory = file.directory.resolve()?;
+    let domain = file.domain.resolve(&a.data)?;
     Ok(Settings {
         directory,
+        domain,
         http: a.http.or(file.http.listen).unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
         https,
         bounds: {
@@ -227,6 +230,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let url = c.url.clone();
         state.directory = Some(Arc::new(parc_web::directory::Directory::new(c).context("[directory] in parc.toml")?));
         tracing::info!(%url, "technicians log in through the directory");
+    }
+    if let Some(c) = a.domain.clone() {
+        tracing::info!(realm = %c.realm, "Windows departments join the domain offline");
+        state.domain = Some(Arc::new(c));
     }
     parc_web::failpoint::announce();
     // Operations a crash interrupted between their inventory commit and their tasks.

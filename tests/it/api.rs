@@ -92,8 +92,17 @@ pub fn appliance(addr: &str) -> Appliance {
 
 /// `appliance` with more `parc serve` flags.
 pub fn appliance_with(addr: &str, extra: &[&str]) -> Appliance {
+    appliance_configured(addr, extra, None)
+}
+
+/// `appliance_with`, its data directory's parc.toml written first.
+pub fn appliance_configured(addr: &str, extra: &[&str], toml: Option<&str>) -> Appliance {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    if let Some(t) = toml {
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("parc.toml"), t).unwrap();
+    }
     let mut srv = start_with(&data, addr, extra);
     let token = srv.admin_token();
     let admin = Api::new(&srv.url, Some(&token));

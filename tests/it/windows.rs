@@ -392,3 +392,107 @@ fn the_agent_names_a_windows_system_merges_its_answer_file_and_changes_nothing_e
     let boot = sh(&format!("mtype -i {} ::EFI/Microsoft/Boot/bootmgfw.efi | sha256sum", s(&esp)));
     assert_eq!(boot.split_whitespace().next(), Some(sha256_file(&d.join("win11.bootmgfw.efi")).as_str()));
 }
+
+/// The Samba AD DC of `tests/it/fixtures/samba-dc.sh`, stopped (namespaces removed) on drop.
+struct Dc(std::path::PathBuf);
+
+const DC_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/samba-dc.sh");
+
+impl Dc {
+    fn start(dir: &Path) -> Dc {
+        let dc = Dc(dir.to_path_buf());
+        sh(&format!("{DC_SCRIPT} start {}", s(dir)));
+        dc
+    }
+
+    /// `sAMAccountName`'s objectSid and pwdLastSet, from the DC's own database.
+    fn account(&self, name: &str) -> Option<(String, String)> {
+        let out = sh(&format!("{DC_SCRIPT} ldb {} '(sAMAccountName={name}$)' objectSid pwdLastSet", s(&self.0)));
+        let get = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+        Some((get("objectSid:")?, get("pwdLastSet:")?))
+    }
+}
+
+impl Drop for Dc {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(DC_SCRIPT).args(["stop", s(&self.0)]).status();
+    }
+}
+
+#[test]
+fn windows_machines_join_the_domain_offline_and_foreign_accounts_are_never_reset() {
+    if !have("samba-tool", "samba") || !have("net", "samba-common-bin") || !have("mkntfs", "ntfs-3g") {
+        return;
+    }
+    if !have("ldbsearch", "ldb-tools") || !root_or_skip("domain join") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dc = Dc::start(&work.path().join("dc"));
+    let toml = format!(
+        "[domain]\nrealm = \"parc.test\"\nworkgroup = \"PARC\"\njoin_user = \"parc-join\"\n\
+         join_password_file = \"{}\"\nnet = \"{}\"\n",
+        s(&dc.0.join("join.password")),
+        s(&dc.0.join("net"))
+    );
+    let a = crate::api::appliance_configured("127.0.0.1:0", &[], Some(&toml));
+    crate::api::install_netboot(&a);
+    let d = a.dir.path().to_path_buf();
+    let (disk, start, len) = windows_layout_disk(&d, "win11");
+    crate::api::capture_into(&a.data, "win11-poste", &disk);
+    windows_department(&a, "\n[windows]\ndomain_ou = \"OU=Postes,DC=parc,DC=test\"\n");
+    let target = crate::agent::loop_device(&d.join("target.raw"), 282 << 20);
+    let deployed = |label: &str| -> String {
+        let out = d.join(format!("{label}.ntfs"));
+        sh(&format!("dd if={} of={} bs=1M skip={} count={} status=none", target.0, s(&out), start >> 20, len >> 20));
+        sh(&format!("ntfscat {} Windows/Panther/unattend.xml", s(&out)))
+    };
+    let account_data = |xml: &str| -> String {
+        let at = xml.find("<AccountData>").unwrap_or_else(|| panic!("no AccountData: {xml}")) + "<AccountData>".len();
+        xml[at..at + xml[at..].find("</AccountData>").unwrap()].to_string()
+    };
+
+    // 1. A new machine: its account is created in the department's OU, the blob is in its
+    //    answer file and nowhere in the journal.
+    let mac = "52:54:00:b2:00:01";
+    let (st, r) =
+        a.admin.post("/api/v1/machines", serde_json::json!({ "mac": mac, "department": "bloc", "install": true }));
+    assert_eq!(st, 201, "{r}");
+    let (ok, log) = crate::agent::agent(&a, mac, &target.0);
+    assert!(ok, "{log}");
+    assert!(log.contains("computer account BLC-0001 in PARC.TEST provisioned"), "{log}");
+    let (sid, pwd) = dc.account("BLC-0001").expect("BLC-0001 is in the directory");
+    let xml = deployed("first");
+    let blob = account_data(&xml);
+    assert!(blob.len() > 1000 && xml.contains("<ComputerName>BLC-0001</ComputerName>"), "{xml}");
+    let (_, ev) = a.admin.get("/api/v1/events?limit=200");
+    assert!(!ev.to_string().contains(&blob[..64]), "the blob reached the journal");
+    assert!(ev.to_string().contains("computer account BLC-0001 created"), "{ev}");
+
+    // 2. The next hostname, BLC-0002, belongs to a computer parc did not provision: refused,
+    //    its password untouched, the disk left unbootable.
+    let foreign = dc.account("BLC-0002").expect("the fixture made BLC-0002");
+    let mac2 = "52:54:00:b2:00:02";
+    let (st, r) =
+        a.admin.post("/api/v1/machines", serde_json::json!({ "mac": mac2, "department": "bloc", "install": true }));
+    assert_eq!(st, 201, "{r}");
+    let target2 = crate::agent::loop_device(&d.join("target2.raw"), 282 << 20);
+    let (ok, log) = crate::agent::agent(&a, mac2, &target2.0);
+    assert!(!ok, "{log}");
+    assert!(log.contains("already exists and parc did not provision it"), "{log}");
+    assert_eq!(dc.account("BLC-0002"), Some(foreign), "a foreign account's password was reset");
+    let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac2}"));
+    assert_eq!(m["status"], "failed", "{m}");
+
+    // 3. Replace BLC-0001's PC: the new one reuses the account (same SID, new password).
+    let mac3 = "52:54:00:b2:00:03";
+    let (st, r) = a.admin.post(&format!("/api/v1/machines/{mac}/replace"), serde_json::json!({ "with": mac3 }));
+    assert_eq!(st, 200, "{r}");
+    let (ok, log) = crate::agent::agent(&a, mac3, &target.0);
+    assert!(ok, "{log}");
+    let (sid2, pwd2) = dc.account("BLC-0001").unwrap();
+    assert_eq!(sid2, sid, "the replacement got another account");
+    assert_ne!(pwd2, pwd, "the account's password was not renewed");
+    assert_ne!(account_data(&deployed("replaced")), blob, "the old blob was reused");
+    drop(dc);
+}

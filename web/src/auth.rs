@@ -180,8 +180,8 @@ fn decode_basic(b64: &str) -> Option<(String, String)> {
     Some((l.to_string(), p.to_string()))
 }
 
-/// Standard base64 (RFC 4648) decoding, for Basic credentials only.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// Standard base64 (RFC 4648) decoding (Basic credentials, offline-join blobs).
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let val = |c: u8| -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',

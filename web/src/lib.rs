@@ -12,6 +12,7 @@ mod chunks;
 mod console;
 pub mod db;
 pub mod directory;
+pub mod domain;
 mod error;
 pub mod failpoint;
 pub mod grant;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub ca_pem: Option<Arc<str>>,
     /// The hospital's directory, when technicians log in with their directory accounts.
     pub directory: Option<Arc<directory::Directory>>,
+    /// The Active Directory domain Windows machines join offline.
+    pub domain: Option<Arc<domain::DomainConfig>>,
 }
 
 /// Something that just happened, for live views.
@@ -146,6 +149,7 @@ impl AppState {
             limits: Arc::default(),
             ca_pem: None,
             directory: None,
+            domain: None,
         };
         // Pins as the database and the profiles say now: a crash left none stale or missing.
         store::rebuild(&state).map_err(|e| OpenError::Pins(e.to_string()))?;

@@ -14,7 +14,7 @@ use crate::db::{CredentialKind, Hardware, NewEvent, Progress, Task, TaskKind, Ta
 use crate::{blocking, AppError, AppState, Live};
 use parc_imager::store::ChunkSource as _;
 
-const AGENT: &str = "agent";
+pub(super) const AGENT: &str = "agent";
 
 /// The task behind the request's agent token.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub struct ImageRef {
 
 /// The profiles as they were when the task was queued (HEAD for tasks queued before parc
 /// recorded commits).
-fn task_snapshot(st: &AppState, t: &Task) -> Result<std::sync::Arc<parc_profiles::Snapshot>, AppError> {
+pub(super) fn task_snapshot(st: &AppState, t: &Task) -> Result<std::sync::Arc<parc_profiles::Snapshot>, AppError> {
     match &t.commit_id {
         Some(c) => st.profiles.snapshot_at(c).map_err(crate::profiles::repo_error),
         None => Ok(st.profiles.snapshot()),
@@ -95,7 +95,7 @@ fn work(st: &AppState, t: &Task) -> Result<AgentWork, AppError> {
 }
 
 /// The routes of a running task's agent refuse a task that has ended: its session ends with it.
-fn require_active(t: &Task) -> Result<(), AppError> {
+pub(super) fn require_active(t: &Task) -> Result<(), AppError> {
     if t.state.is_active() {
         Ok(())
     } else {

@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 mod agent;
 pub(crate) mod departments;
+mod domain_join;
 pub(crate) mod machines;
 mod openapi;
 mod secrets;
@@ -50,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/progress", post(agent::progress))
         .route("/agent/done", post(agent::done))
         .route("/agent/failed", post(agent::failed))
+        .route("/agent/domain-join", post(domain_join::domain_join))
         .route("/agent/first-boot", post(agent::first_boot))
         .route("/agent/files", get(agent::files))
         .route("/agent/file", get(agent::file))

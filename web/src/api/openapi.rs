@@ -166,6 +166,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/agent/files", tag: "agent", summary: "The department profile's files for the installed system (dest, source, mode, size), at the commit the task was queued with, while it runs", access: Agent, params: &[], body: NONE, reply: Answer("ProfileFiles"), errors: &[409] },
     Route { method: "get", path: "/agent/file", tag: "agent", summary: "One profile file's bytes", access: Agent,
         params: &[Param { name: "path", ty: Ty::Text, required: true, description: "source path from /agent/files" }], body: NONE, reply: Bytes("application/octet-stream"), errors: &[404, 409] },
+    Route { method: "post", path: "/agent/domain-join", tag: "agent", summary: "The machine's offline domain join: its computer account provisioned now (created, or reused when parc made it for this machine or the one it replaces) and the blob for the answer file, in this answer only", access: Agent, params: &[], body: NONE, reply: Answer("DomainJoin"), errors: &[409] },
     Route { method: "post", path: "/agent/first-boot", tag: "agent", summary: "The installed system booted: the machine is ready. Its own single-use credential (first_boot_token of hello), not the agent's session", access: Public, params: &[], body: NONE, reply: Answer("FirstBoot"), errors: &[401, 409] },
 ];
 

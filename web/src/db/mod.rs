@@ -4,6 +4,7 @@
 //! on blocking threads.
 
 mod credentials;
+mod domain;
 mod intents;
 mod secrets;
 mod sessions;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_token_expiry.sql"),
     include_str!("migrations/0007_directory_users.sql"),
     include_str!("migrations/0008_machine_secrets.sql"),
+    include_str!("migrations/0009_domain_accounts.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -442,6 +442,7 @@ pub fn components() -> Value {
     add("UserCreated", created);
     add("PasswordChanged", answer(&[("ok", boolean()), ("tokens_revoked", count())]));
     add("PasswordReset", answer(&[("login", string()), ("password", string()), ("tokens_revoked", count())]));
+    add("DomainJoin", answer(&[("domain", string()), ("machine", string()), ("account_data", string())]));
     add("ImageRef", answer(&[("reference", string()), ("digest", null_or(string()))]));
     add(
         "AgentDepartment",
