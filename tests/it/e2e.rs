@@ -151,6 +151,16 @@ impl Appliance {
         self.get(&format!("/machines/{mac}"))
     }
 
+    /// The appliance rereads its profiles repository now (after a commit made by the test).
+    fn reload_profiles(&self) {
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let url = format!("http://{SERVER_IP}:8080/api/v1/profiles/reload");
+        let body =
+            lab_curl(&self.lab, &["-X", "POST", "-H", &auth, "-H", "Content-Type: application/json", "-d", "{}", &url]);
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert!(v["problems"].as_array().is_some_and(|p| p.is_empty()), "profiles reload: {body}");
+    }
+
     /// The machine's latest task.
     fn last_task(&self, mac: &str) -> Value {
         self.get(&format!("/tasks?machine={mac}&limit=1"))[0].clone()
@@ -478,6 +488,28 @@ fn pcs_are_installed_moved_and_replaced_end_to_end() {
     // Every step is in the inventory's history, authored by the technician's account.
     let history = a.get(&format!("/machines/{mac2}"));
     assert!(history.to_string().contains("screen broken"), "{history}");
+
+    // 5. The UEFI PC moves to the Bloc, a Windows department: the agent writes the Windows image
+    //    over the Debian one and customises it with the ntfs-3g of its netboot environment.
+    //    Windows itself cannot boot here (no licence, and no time under TCG): the disk is
+    //    checked from outside.
+    let d = a.work.path();
+    let (win, start, len) = crate::windows::windows_layout_disk(d, "win11");
+    let before = crate::windows::ntfs_sums(&d.join("win11.ntfs"), &d.join("win11.before.mnt"));
+    crate::api::capture_into(&a.data, "win11-poste", &win);
+    crate::windows::commit_windows_department(&a.data.join("profiles"), "");
+    a.reload_profiles();
+    a.cli(&["machine", "move", mac2, "--to", "bloc", "-m", "moved to the operating theatre"]);
+    let windows = a.agent_run(&pc2, "windows", |_| {});
+    windows.assert_succeeded("move to a Windows department (UEFI)");
+    assert_eq!(a.machine(mac2)["hostname"], "BLC-0001");
+    assert_eq!(a.last_task(mac2)["state"], "done");
+    crate::windows::check_windows_disk(d, pc2.disk.as_ref().unwrap(), (start, len), "BLC-0001", &before);
+    say(&format!(
+        "move to a Windows department (UEFI, TCG): {:.1} s to reboot ({})",
+        windows.run.elapsed.as_secs_f64(),
+        windows.split()
+    ));
 }
 
 /// Faults: `parc serve` killed (SIGKILL) and restarted in the middle of a deploy: the agent

@@ -286,9 +286,17 @@ pub fn ntfs_sums(vol: &Path, mnt: &Path) -> String {
 }
 
 /// A Windows department: its system, payload and PowerShell first-boot script committed to the
-/// appliance's profiles repository.
+/// appliance's profiles repository, which then reloads.
 fn windows_department(a: &crate::api::Appliance, extra: &str) {
-    let repo = a.data.join("profiles");
+    commit_windows_department(&a.data.join("profiles"), extra);
+    let (s, st) = a.admin.post("/api/v1/profiles/reload", serde_json::json!({}));
+    assert_eq!(s, 200, "{st}");
+    assert!(st["problems"].as_array().is_none_or(|p| p.is_empty()), "{st}");
+}
+
+/// `departments/bloc.toml` (Windows, hostnames BLC-nnnn, a payload and a first-boot script) and
+/// `departments/salle.toml` (the same image, `os` forgotten), committed to `repo`.
+pub fn commit_windows_department(repo: &Path, extra: &str) {
     std::fs::create_dir_all(repo.join("payloads/bloc/Outils")).unwrap();
     std::fs::write(repo.join("payloads/bloc/Outils/lisez-moi.txt"), "Poste du bloc opératoire\r\n").unwrap();
     std::fs::create_dir_all(repo.join("scripts")).unwrap();
@@ -307,11 +315,50 @@ fn windows_department(a: &crate::api::Appliance, extra: &str) {
         "name = \"Salle de réveil\"\nimage = \"win11-poste\"\nhostname = \"SAL-{counter:4}\"\n",
     )
     .unwrap();
-    crate::api::git(&repo, "add -A");
-    crate::api::git(&repo, "commit -q -m 'bloc: Windows department'");
-    let (s, st) = a.admin.post("/api/v1/profiles/reload", serde_json::json!({}));
-    assert_eq!(s, 200, "{st}");
-    assert!(st["problems"].as_array().is_none_or(|p| p.is_empty()), "{st}");
+    crate::api::git(repo, "add -A");
+    crate::api::git(repo, "commit -q -m 'bloc: Windows department'");
+}
+
+/// What the agent made of a Windows-layout disk, checked from outside: the system partition at
+/// `(start, len)` clean for `ntfsfix -n`, every file as `before` (the image's sums) but parc's,
+/// the merged answer file naming `hostname`, SetupComplete.cmd calling parc's first boot before
+/// the image's `exit`, the payload. Returns `C:\parc\agent.json`.
+pub fn check_windows_disk(
+    d: &Path,
+    target: &Path,
+    (start, len): (u64, u64),
+    hostname: &str,
+    before: &str,
+) -> serde_json::Value {
+    let out = d.join(format!("{hostname}.deployed.ntfs"));
+    sh(&format!("dd if={} of={} bs=1M skip={} count={} status=none", s(target), s(&out), start >> 20, len >> 20));
+    let fix = std::process::Command::new("ntfsfix").args(["-n", s(&out)]).output().unwrap();
+    assert!(fix.status.success(), "ntfsfix -n: {}", String::from_utf8_lossy(&fix.stdout));
+    let after = ntfs_sums(&out, &d.join(format!("{hostname}.after.mnt")));
+    let ours = |l: &&str| {
+        l.contains("./parc/")
+            || l.ends_with("./Windows/Panther/unattend.xml")
+            || l.ends_with("./Windows/Setup/Scripts/SetupComplete.cmd")
+            || l.ends_with("./pagefile.sys")
+    };
+    let strip = |t: &str| t.lines().filter(|l| !ours(l)).map(str::to_string).collect::<Vec<_>>();
+    assert!(strip(before).len() > 40);
+    assert_eq!(strip(before), strip(&after), "files other than parc's changed");
+    let cat = |path: &str| sh(&format!("ntfscat {} '{path}'", s(&out)));
+    let unattend = cat("Windows/Panther/unattend.xml");
+    assert!(unattend.contains(&format!("<ComputerName>{hostname}</ComputerName>")), "{unattend}");
+    assert!(unattend.contains("<TimeZone>Romance Standard Time</TimeZone>"), "{unattend}");
+    assert!(unattend.contains("<RegisteredOrganization>CHU Exemple</RegisteredOrganization>"), "{unattend}");
+    assert!(unattend.contains("<UILanguage>fr-FR</UILanguage>"), "the oobeSystem pass was lost: {unattend}");
+    assert!(!unattend.contains("wasPassProcessed"), "Setup would skip the specialize pass: {unattend}");
+    assert!(!unattend.contains("REFERENCE-PC"));
+    let setup = cat("Windows/Setup/Scripts/SetupComplete.cmd");
+    let call = setup.find("call \"%SystemDrive%\\parc\\firstboot.cmd\"").unwrap_or_else(|| panic!("{setup}"));
+    assert!(setup.contains("call C:\\Tools\\inventory.cmd") && call < setup.find("exit /b 0").unwrap(), "{setup}");
+    assert_eq!(cat("parc/Outils/lisez-moi.txt"), "Poste du bloc opératoire\r\n");
+    assert!(cat("parc/first-boot.ps1").contains("premier démarrage"));
+    assert!(cat("parc/firstboot.cmd").contains("report-first-boot.ps1"));
+    serde_json::from_str(&cat("parc/agent.json")).unwrap()
 }
 
 #[test]
@@ -349,36 +396,7 @@ fn the_agent_names_a_windows_system_merges_its_answer_file_and_changes_nothing_e
     let (_, m) = a.admin.get(&format!("/api/v1/machines/{mac}"));
     assert_eq!((m["status"].as_str(), m["task"]["state"].as_str()), (Some("installed"), Some("done")), "{m}");
 
-    // Inspected from outside: a clean volume, parc's files, the rest as imaged.
-    let out = d.join("deployed.ntfs");
-    sh(&format!("dd if={} of={} bs=1M skip={} count={} status=none", target.0, s(&out), start >> 20, len >> 20));
-    let fix = std::process::Command::new("ntfsfix").args(["-n", s(&out)]).output().unwrap();
-    assert!(fix.status.success(), "ntfsfix -n: {}", String::from_utf8_lossy(&fix.stdout));
-    let after = ntfs_sums(&out, &d.join("after.mnt"));
-    let ours = |l: &&str| {
-        l.contains("./parc/")
-            || l.ends_with("./Windows/Panther/unattend.xml")
-            || l.ends_with("./Windows/Setup/Scripts/SetupComplete.cmd")
-            || l.ends_with("./pagefile.sys")
-    };
-    let strip = |t: &str| t.lines().filter(|l| !ours(l)).map(str::to_string).collect::<Vec<_>>();
-    assert!(strip(&before).len() > 40);
-    assert_eq!(strip(&before), strip(&after), "files other than parc's changed");
-    let cat = |path: &str| sh(&format!("ntfscat {} '{path}'", s(&out)));
-    let unattend = cat("Windows/Panther/unattend.xml");
-    assert!(unattend.contains("<ComputerName>BLC-0001</ComputerName>"), "{unattend}");
-    assert!(unattend.contains("<TimeZone>Romance Standard Time</TimeZone>"), "{unattend}");
-    assert!(unattend.contains("<RegisteredOrganization>CHU Exemple</RegisteredOrganization>"), "{unattend}");
-    assert!(unattend.contains("<UILanguage>fr-FR</UILanguage>"), "the oobeSystem pass was lost: {unattend}");
-    assert!(!unattend.contains("wasPassProcessed"), "Setup would skip the specialize pass: {unattend}");
-    assert!(!unattend.contains("REFERENCE-PC"));
-    let setup = cat("Windows/Setup/Scripts/SetupComplete.cmd");
-    let call = setup.find("call \"%SystemDrive%\\parc\\firstboot.cmd\"").unwrap_or_else(|| panic!("{setup}"));
-    assert!(setup.contains("call C:\\Tools\\inventory.cmd") && call < setup.find("exit /b 0").unwrap(), "{setup}");
-    assert_eq!(cat("parc/Outils/lisez-moi.txt"), "Poste du bloc opératoire\r\n");
-    assert!(cat("parc/first-boot.ps1").contains("premier démarrage"));
-    assert!(cat("parc/firstboot.cmd").contains("report-first-boot.ps1"));
-    let agent: serde_json::Value = serde_json::from_str(&cat("parc/agent.json")).unwrap();
+    let agent = check_windows_disk(&d, Path::new(&target.0), (start, len), "BLC-0001", &before);
     assert_eq!(agent["server"], a.srv.url.as_str());
     // The first boot reports with that credential (what report-first-boot.ps1 sends): ready.
     let token = agent["token"].as_str().unwrap();
