@@ -457,7 +457,7 @@ fn windows_machines_join_the_domain_offline_and_foreign_accounts_are_never_reset
     crate::api::install_netboot(&a);
     let d = a.dir.path().to_path_buf();
     let (disk, start, len) = windows_layout_disk(&d, "win11");
-    crate::api::capture_into(&a.data, "win11-poste", &disk);
+    let c = crate::api::capture_into(&a.data, "win11-poste", &disk);
     windows_department(&a, "\n[windows]\ndomain_ou = \"OU=Postes,DC=parc,DC=test\"\n");
     let target = crate::agent::loop_device(&d.join("target.raw"), 282 << 20);
     let deployed = |label: &str| -> String {
@@ -512,5 +512,17 @@ fn windows_machines_join_the_domain_offline_and_foreign_accounts_are_never_reset
     assert_eq!(sid2, sid, "the replacement got another account");
     assert_ne!(pwd2, pwd, "the account's password was not renewed");
     assert_ne!(account_data(&deployed("replaced")), blob, "the old blob was reused");
+    // Over the disk that held BLC-0001's system only the chunks parc's files changed travel.
+    let (_, t) = a.admin.get(&format!("/api/v1/tasks?machine={mac3}&limit=1"));
+    let fetched: u64 = t[0]["message"]
+        .as_str()
+        .unwrap()
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" bytes fetched"))
+        .unwrap_or_else(|| panic!("{t}"))
+        .parse()
+        .unwrap();
+    let stored: u64 = c["compressed_bytes"].as_u64().unwrap();
+    assert!(fetched * 4 < stored, "the replace fetched {fetched} bytes of a {stored}-byte image");
     drop(dc);
 }
