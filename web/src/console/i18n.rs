@@ -302,6 +302,8 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("dep.disk", "Choix du disque", "Disk choice"),
     ("dep.payloads", "Fichiers déposés", "Payload"),
     ("dep.first_boot", "Script au premier démarrage", "First-boot script"),
+    ("dep.system", "Système", "System"),
+    ("dep.domain", "jonction au domaine dans", "joins the domain in"),
     ("dep.not_in_store", "absente du magasin", "not in the store"),
     ("dep.commit", "Commit des profils", "Profiles commit"),
     ("img.verify", "Vérifier", "Verify"),

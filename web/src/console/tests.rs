@@ -351,6 +351,9 @@ async fn login_sessions_csrf_roles_and_escaping() {
             assert!(r.body.contains(&format!("<html lang=\"{lang}\">")), "{path}");
         }
     }
+    // Each department says which system it installs.
+    let r = send(&st, "GET", "/departments", &alice, None).await;
+    assert!(r.body.contains("Système") && r.body.contains("Linux"), "{}", r.body);
     // Date filters: a day long ago has nothing; a malformed date is said next to its field.
     let r = send(&st, "GET", "/journal?from=2000-01-01&to=2000-01-01", &alice, None).await;
     assert!(r.body.contains("Aucune entrée."), "{}", r.body);

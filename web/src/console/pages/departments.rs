@@ -33,6 +33,20 @@ impl DepartmentsPage {
         }
         out
     }
+
+    /// "Windows · Romance Standard Time · domaine OU=…" or "Linux".
+    pub fn system(&self, d: &DepartmentView) -> String {
+        match &d.windows {
+            None => "Linux".into(),
+            Some(w) => {
+                let mut out = format!("Windows · {}", w.time_zone);
+                if let Some(ou) = &w.domain_ou {
+                    out.push_str(&format!(" · {} {ou}", self.ctx.t("dep.domain")));
+                }
+                out
+            }
+        }
+    }
 }
 
 pub async fn departments_list(State(st): State<AppState>, s: Session) -> Result<Response, ConsoleError> {
