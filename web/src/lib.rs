@@ -183,7 +183,36 @@ pub fn app(state: AppState) -> Router {
         .route("/tls/ca.pem", get(ca_pem))
         .nest("/api/v1", api::routes())
         .merge(console::routes())
+        .layer(axum::middleware::from_fn(read_small_bodies_first))
         .with_state(state)
+}
+
+/// Request bodies up to this size are read before any handler runs.
+const READ_FIRST: u64 = 64 * 1024;
+
+/// Reads a small request body before routing: a request refused early (401 before its body is
+/// looked at) would otherwise be answered and closed with the body unread, and the kernel's
+/// reset of that connection can destroy the answer before the client reads it (an agent would
+/// see "peer disconnected" and retry instead of a final 401). Larger bodies keep their limits
+/// and are read by their handlers.
+async fn read_small_bodies_first(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let small = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > 0 && n <= READ_FIRST);
+    if !small {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, READ_FIRST as usize).await {
+        Ok(bytes) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(e) => AppError::BadRequest(format!("reading the request body: {e}")).into_response(),
+    }
 }
 
 /// The appliance's CA certificate: public, useless without checking its fingerprint.
