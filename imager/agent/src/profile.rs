@@ -85,7 +85,7 @@ fn mount_partition(disk: &Path, p: &Partition, at: &Path) -> Result<Mounted, Pro
 }
 
 /// `dest` inside `root`, refusing anything that would escape it.
-fn inside(root: &Path, dest: &str) -> Result<PathBuf, ProfileError> {
+pub(crate) fn inside(root: &Path, dest: &str) -> Result<PathBuf, ProfileError> {
     let p = Path::new(dest.trim_start_matches('/'));
     if dest.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(ProfileError::UnsafePath { path: dest.to_string() });

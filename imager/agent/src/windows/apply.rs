@@ -13,7 +13,7 @@
 //! behaviour (`imager/WINDOWS-RESEARCH.md` §3), checked in tests from outside the disk.
 
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -272,12 +272,10 @@ fn ci_path(root: &Path, rel: &str) -> Result<PathBuf, ProfileError> {
     Ok(at)
 }
 
+/// `dest` under `root` as [`crate::profile::inside`] allows it, components found ignoring case.
 fn inside(root: &Path, dest: &str) -> Result<PathBuf, ProfileError> {
-    let p = Path::new(dest.trim_start_matches('/'));
-    if dest.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(ProfileError::UnsafePath { path: dest.to_string() });
-    }
-    ci_path(root, &p.to_string_lossy())
+    let rel = crate::profile::inside(Path::new(""), dest)?;
+    ci_path(root, &rel.to_string_lossy())
 }
 
 fn read_if_exists(p: &Path) -> Result<Option<Vec<u8>>, ProfileError> {
