@@ -123,11 +123,13 @@ pub struct DiskRule {
     pub choose: Choose,
     /// Disks smaller than this (bytes) are not eligible.
     pub min_size: Option<u64>,
+    /// On a disk larger than the image, the last partition and its file system take the rest.
+    pub grow: bool,
 }
 
 impl Default for DiskRule {
     fn default() -> DiskRule {
-        DiskRule { prefer: vec![Bus::Nvme, Bus::Sata, Bus::Virtio], choose: Choose::First, min_size: None }
+        DiskRule { prefer: vec![Bus::Nvme, Bus::Sata, Bus::Virtio], choose: Choose::First, min_size: None, grow: true }
     }
 }
 

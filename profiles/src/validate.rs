@@ -40,6 +40,7 @@ struct RawDisk {
     prefer: Option<Spanned<Vec<Spanned<String>>>>,
     choose: Option<Spanned<String>>,
     min_size: Option<Spanned<RawSize>>,
+    grow: Option<bool>,
 }
 
 enum RawSize {
@@ -197,6 +198,9 @@ pub fn parse_department(
                     Choose::First
                 }
             };
+        }
+        if let Some(grow) = raw_disk.grow {
+            disk.grow = grow;
         }
         if let Some(min_size) = raw_disk.min_size {
             let size = match min_size.get_ref() {
@@ -436,7 +440,12 @@ first_boot = "./scripts/radiologie-firstboot.sh"
         assert_eq!(d.hostname.as_str(), "RAD-{counter:4}");
         assert_eq!(
             d.disk,
-            DiskRule { prefer: vec![Bus::Nvme, Bus::Sata], choose: Choose::Largest, min_size: Some(16 << 30) }
+            DiskRule {
+                prefer: vec![Bus::Nvme, Bus::Sata],
+                choose: Choose::Largest,
+                min_size: Some(16 << 30),
+                grow: true
+            }
         );
         assert_eq!(d.payloads, ["payloads/radiologie"]);
         assert_eq!(d.first_boot.as_deref(), Some("scripts/radiologie-firstboot.sh"));
@@ -460,6 +469,16 @@ first_boot = "./scripts/radiologie-firstboot.sh"
         assert!(reason.starts_with("unknown key `tag`, expected one of `name`"), "{reason}");
         let (line, reason) = problem(&GOOD.replace("choose = \"largest\"", "chose = \"largest\""));
         assert_eq!(line, Some(9), "{reason}");
+    }
+
+    #[test]
+    fn disk_growth_is_on_unless_the_department_says_otherwise() {
+        let off = GOOD.replace("min_size = \"16G\"", "min_size = \"16G\"\ngrow = false");
+        let d = parse_department("radiologie", "departments/radiologie.toml", &off, tree).unwrap();
+        assert!(!d.disk.grow);
+        let (line, reason) = problem(&GOOD.replace("min_size = \"16G\"", "grow = \"yes\""));
+        assert_eq!(line, Some(10), "{reason}");
+        assert!(reason.contains("expected a boolean"), "{reason}");
     }
 
     #[test]

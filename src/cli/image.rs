@@ -1,6 +1,6 @@
 //! `parc image …`: capture, deploy, ls, show, verify, rm, gc, diff.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use parc_imager::deploy::{self, DeployOptions};
 use parc_imager::error::human;
 use parc_imager::format::Manifest;
 use parc_imager::inspect;
+use parc_imager::progress::Progress;
 use parc_imager::store::{ChunkSource, DirStore, HttpStore};
 use serde::Serialize;
 
@@ -92,6 +93,10 @@ pub struct DeployArgs {
     /// Zero (or discard) every range of the target the image does not use.
     #[arg(long)]
     wipe: bool,
+    /// On a larger target, grow the last partition and its file system (ext2/3/4 with
+    /// e2fsck and resize2fs, NTFS with ntfsresize) to the end of the target.
+    #[arg(long)]
+    grow: bool,
     #[command(flatten)]
     out: JsonArg,
 }
@@ -297,10 +302,15 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let opts = DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads, ..Default::default() };
+            let opts =
+                DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads, grow: a.grow, ..Default::default() };
             let progress = CliProgress::new("deploy", a.out.json);
-            let r = deploy::deploy_path(source.as_ref(), &a.image, &a.to, &opts, &progress)
-                .with_context(|| format!("deploying {} to {}", a.image, a.to.display()))?;
+            let context = || format!("deploying {} to {}", a.image, a.to.display());
+            let r = if a.grow {
+                deploy_growing(source.as_ref(), &a.image, &a.to, opts, &progress).with_context(context)?
+            } else {
+                deploy::deploy_path(source.as_ref(), &a.image, &a.to, &opts, &progress).with_context(context)?
+            };
             progress.finish();
             emit(a.out.json, &r, |r| {
                 println!("deployed {} ({}) to {}", r.image, &r.digest[..12], r.target);
@@ -314,6 +324,12 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                     if r.verified_after_write { ", re-read and verified" } else { "" },
                     r.seconds
                 );
+                if let Some(g) = &r.grown {
+                    println!("  partition {} grown from {} to {}", g.number, human(g.image_length), human(g.length));
+                }
+                if let Some(why) = &r.grow_skipped {
+                    println!("  {why}");
+                }
             });
         }
         ImageCmd::Ls(a) => {
@@ -512,6 +528,35 @@ fn utc(secs: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The deploy's phases with the last file system grown between the body and the boot area,
+/// as the agent does.
+fn deploy_growing(
+    source: &dyn ChunkSource,
+    reference: &str,
+    target: &Path,
+    opts: DeployOptions,
+    progress: &CliProgress,
+) -> Result<deploy::DeployReport> {
+    let digest = source.resolve(reference)?;
+    let manifest = Manifest::decode(&source.read_manifest(&digest)?, Some(digest))?;
+    let disk = parc_imager::blockdev::Disk::open_write(target, manifest.disk.size)
+        .with_context(|| format!("opening {}", target.display()))?;
+    let verify = opts.verify;
+    let req = deploy::Request { source, image: reference, manifest: &manifest, disk: &disk, target, progress };
+    let mut d = deploy::Deployment::new(req, opts)?;
+    d.write_and_verify_body()?;
+    if let Some(g) = d.grow().cloned() {
+        progress.phase("growing file system", 0);
+        let done = parc_agent::grow::grow_file_system(target, &g)?;
+        tracing::info!("{done}");
+    }
+    d.write_boot_area()?;
+    if verify {
+        d.verify_boot_area()?;
+    }
+    Ok(d.finish())
 }
 
 #[cfg(test)]

@@ -257,15 +257,22 @@ impl Appliance {
             "the ESP differs from the image's"
         );
         let work = self.work.path();
-        let root = work.join("root.check.img");
+        // The root, the last partition, grew to the end of the 20 GiB disk (the department's
+        // default), and its file system with it.
         let root_bytes: u64 = image_var("ROOT_BYTES").parse().unwrap();
-        sh(&format!(
-            "dd if={d} of={r} bs=1M skip={} count={} status=none && e2fsck -fn {r} >/dev/null",
-            root_offset >> 20,
-            root_bytes >> 20,
-            r = root.display()
-        ));
-        let file = |path: &str| sh(&format!("debugfs -R 'cat {path}' {} 2>/dev/null", root.display()));
+        let (at, grown) = gpt_partition(disk, 2);
+        let disk_len = std::fs::metadata(disk).unwrap().len();
+        assert!(at == root_offset && grown > root_bytes, "root partition at {at}, {grown} bytes: not grown");
+        assert!(
+            disk_len - (at + grown) <= 2 << 20,
+            "root partition ends {} bytes before the end",
+            disk_len - at - grown
+        );
+        let root = ReadOnlyLoop::new(disk, at, grown);
+        sh(&format!("e2fsck -fn {} >/dev/null", root.0));
+        let (fs_bytes, block) = ext_size(&root.0);
+        assert!(grown - fs_bytes < block, "ext4 of {fs_bytes} bytes does not fill its partition of {grown}");
+        let file = |path: &str| sh(&format!("debugfs -R 'cat {path}' {} 2>/dev/null", root.0));
         assert_eq!(file("/etc/hostname"), format!("{hostname}\n"));
         let payload =
             std::fs::read_to_string(self.data.join(format!("profiles/payloads/{department}/etc/parc/department")))
@@ -275,7 +282,7 @@ impl Appliance {
         // session (which ended with the task).
         let env = file("/etc/parc/agent.env");
         assert!(env.contains("PARC_TOKEN=pf_") && !env.contains("pa_") && !env.contains("pb_"), "{env}");
-        std::fs::remove_file(&root).unwrap();
+        drop(root);
         // Deploying the image again over a copy fetches exactly the chunks that differ.
         let copy = work.join("disk.check.img");
         sh(&format!("cp --sparse=always {d} {}", copy.display()));
@@ -505,6 +512,9 @@ fn pcs_are_installed_moved_and_replaced_end_to_end() {
     assert_eq!(a.machine(mac2)["hostname"], "BLC-0001");
     assert_eq!(a.last_task(mac2)["state"], "done");
     crate::windows::check_windows_disk(d, pc2.disk.as_ref().unwrap(), (start, len), "BLC-0001", &before);
+    // The system partition, last on the image's disk, grew to the end of the 20 GiB disk.
+    let (_, grown) = gpt_partition(pc2.disk.as_ref().unwrap(), 3);
+    assert!(grown > 19 << 30, "the Windows partition was not grown: {grown} bytes");
     say(&format!(
         "move to a Windows department (UEFI, TCG): {:.1} s to reboot ({})",
         windows.run.elapsed.as_secs_f64(),

@@ -5,6 +5,7 @@ mod api;
 mod console;
 mod directory;
 mod e2e;
+mod grow;
 mod imaging;
 mod lab;
 mod lifecycle;

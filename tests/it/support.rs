@@ -380,3 +380,46 @@ pub fn corrupt_root_chunk(store: &Path, image: &str) -> String {
     std::fs::write(path(&chunk), b).unwrap();
     chunk
 }
+
+/// A read-only loop device over `[offset, offset + len)` of a file, detached when dropped.
+pub struct ReadOnlyLoop(pub String);
+
+impl ReadOnlyLoop {
+    pub fn new(file: &Path, offset: u64, len: u64) -> ReadOnlyLoop {
+        ReadOnlyLoop(
+            sh(&format!("losetup -r -f --show -o {offset} --sizelimit {len} {}", file.display())).trim().to_string(),
+        )
+    }
+}
+
+impl Drop for ReadOnlyLoop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A disk of `mib` MiB holding what an older system left: every byte 0xA5.
+pub fn used_disk(path: &Path, mib: u64) {
+    sh(&format!("head -c {}M /dev/zero | tr '\\000' '\\245' > {}", mib, path.display()));
+}
+
+/// `(first byte, length)` of partition `n` as the disk's GPT says.
+pub fn gpt_partition(disk: &Path, n: u32) -> (u64, u64) {
+    let info = sh(&format!("sgdisk -i {n} {}", disk.display()));
+    let sector = |label: &str| -> u64 {
+        let line = info.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label} in {info}"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let (first, last) = (sector("First sector:"), sector("Last sector:"));
+    (first * 512, (last - first + 1) * 512)
+}
+
+/// An ext2/3/4 file system's size and block size in bytes, from its superblock (`dumpe2fs -h`).
+pub fn ext_size(dev: &str) -> (u64, u64) {
+    let head = sh(&format!("dumpe2fs -h {dev} 2>/dev/null"));
+    let field = |name: &str| -> u64 {
+        let l = head.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {head}"));
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    (field("Block count:") * field("Block size:"), field("Block size:"))
+}

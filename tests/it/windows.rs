@@ -330,11 +330,17 @@ pub fn check_windows_disk(
     hostname: &str,
     before: &str,
 ) -> serde_json::Value {
-    let out = d.join(format!("{hostname}.deployed.ntfs"));
-    sh(&format!("dd if={} of={} bs=1M skip={} count={} status=none", s(target), s(&out), start >> 20, len >> 20));
-    let fix = std::process::Command::new("ntfsfix").args(["-n", s(&out)]).output().unwrap();
+    // The partition as the target's table says: on a larger disk the agent grew it.
+    let (at, grown) = gpt_partition(target, 3);
+    assert!(
+        at == start && grown >= len,
+        "system partition at {at}, {grown} bytes: the image's is at {start}, {len} bytes"
+    );
+    let dev = ReadOnlyLoop::new(target, start, grown);
+    let out = Path::new(&dev.0);
+    let fix = std::process::Command::new("ntfsfix").args(["-n", s(out)]).output().unwrap();
     assert!(fix.status.success(), "ntfsfix -n: {}", String::from_utf8_lossy(&fix.stdout));
-    let after = ntfs_sums(&out, &d.join(format!("{hostname}.after.mnt")));
+    let after = ntfs_sums(out, &d.join(format!("{hostname}.after.mnt")));
     let ours = |l: &&str| {
         l.contains("./parc/")
             || l.ends_with("./Windows/Panther/unattend.xml")
@@ -344,7 +350,7 @@ pub fn check_windows_disk(
     let strip = |t: &str| t.lines().filter(|l| !ours(l)).map(str::to_string).collect::<Vec<_>>();
     assert!(strip(before).len() > 40);
     assert_eq!(strip(before), strip(&after), "files other than parc's changed");
-    let cat = |path: &str| sh(&format!("ntfscat {} '{path}'", s(&out)));
+    let cat = |path: &str| sh(&format!("ntfscat {} '{path}'", s(out)));
     let unattend = cat("Windows/Panther/unattend.xml");
     assert!(unattend.contains(&format!("<ComputerName>{hostname}</ComputerName>")), "{unattend}");
     assert!(unattend.contains("<TimeZone>Romance Standard Time</TimeZone>"), "{unattend}");

@@ -17,7 +17,7 @@ pub struct DiskInfo {
 }
 
 /// The department's rule, as the server sends it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskRule {
     #[serde(default)]
     pub prefer: Vec<String>,
@@ -25,6 +25,19 @@ pub struct DiskRule {
     pub choose: Option<String>,
     #[serde(default)]
     pub min_size: Option<u64>,
+    /// On a disk larger than the image, the last partition takes the rest.
+    #[serde(default = "yes")]
+    pub grow: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for DiskRule {
+    fn default() -> DiskRule {
+        DiskRule { prefer: Vec::new(), choose: None, min_size: None, grow: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

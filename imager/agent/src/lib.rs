@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cmdline;
 pub mod disk;
+pub mod grow;
 pub mod hardware;
 pub mod profile;
 pub mod windows;
@@ -58,6 +59,8 @@ pub enum AgentError {
     Deploy(#[from] parc_imager::Error),
     #[error(transparent)]
     Disk(#[from] disk::NoDisk),
+    #[error(transparent)]
+    Grow(#[from] grow::GrowError),
     #[error("applying the department profile: {0}")]
     Profile(#[from] profile::ProfileError),
     #[error("task #{id}: {reason}")]
@@ -233,7 +236,8 @@ fn do_task(
     };
     let disk = parc_imager::blockdev::Disk::open_write(&target, manifest.disk.size)
         .map_err(|source| parc_imager::Error::Target { path: target.clone(), source })?;
-    let deploy_opts = DeployOptions { verify: true, cancel: Some(cancelled.clone()), ..Default::default() };
+    let grow = work.department.as_ref().is_none_or(|d| d.disk.grow);
+    let deploy_opts = DeployOptions { verify: true, cancel: Some(cancelled.clone()), grow, ..Default::default() };
     let req = deploy::Request {
         source: &store,
         image: &image.reference,
@@ -286,6 +290,16 @@ fn do_task(
         if cancelled.load(Ordering::Relaxed) {
             return Err(AgentError::Cancelled(work.id));
         }
+        if let Some(why) = &d.report().grow_skipped {
+            screen.show(&format!("disk: {why}"));
+        }
+        if let Some(g) = d.grow().cloned() {
+            meter.phase("growing file system", 0);
+            screen.show(&grow::grow_file_system(&target, &g)?);
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(AgentError::Cancelled(work.id));
+            }
+        }
         d.write_boot_area()?;
         d.verify_boot_area()?;
         Ok((d.finish(), applied))
@@ -318,8 +332,16 @@ fn do_task(
         store.chunk_bytes_received(),
         &target.display().to_string(),
         &format!(
-            "profile on partition {}, {} file(s), {} bytes in place, {} bytes zeroed, verified by {verified_by}",
-            applied.root_partition, applied.files, report.bytes_skipped, report.bytes_zeroed
+            "profile on partition {}, {} file(s), {} bytes in place, {} bytes zeroed, verified by {verified_by}{}",
+            applied.root_partition,
+            applied.files,
+            report.bytes_skipped,
+            report.bytes_zeroed,
+            match (&report.grown, &report.grow_skipped) {
+                (Some(g), _) => format!("; partition {} grown to {} MiB", g.number, g.length >> 20),
+                (None, Some(why)) => format!("; {why}"),
+                (None, None) => String::new(),
+            }
         ),
     )?;
     Ok(Outcome { task: work.id, hostname, report })

@@ -34,15 +34,21 @@ impl Deployment<'_> {
         let ss = self.req.manifest.disk.logical_sector_size;
         let boot_len = self.req.manifest.boot_area.length.min(disk.size);
         let mut written = Written { boot_buf: None, new_backup: None };
-        if self.plan.relocate {
+        if self.plan.rewrites_table() {
             let mut buf = vec![0u8; boot_len as usize];
             for (i, data) in held.iter().filter(|(i, _)| self.plan.is_boot(*i)) {
                 copy_into(&mut buf, &items[*i].chunk.at, data);
             }
-            let (at, bytes) = table::relocate_gpt(&mut buf, ss, disk.size)
-                .map_err(|e| Error::Relocate { target_size: disk.size, reason: e.to_string() })?;
+            let relocate_err = |e: table::TableError| Error::Relocate { target_size: disk.size, reason: e.to_string() };
+            if let Some(g) = &self.plan.grow {
+                table::set_partition_end(&mut buf, ss, self.req.manifest.table, g.number, g.start + g.length)
+                    .map_err(relocate_err)?;
+            }
+            if self.plan.relocate {
+                let (at, bytes) = table::relocate_gpt(&mut buf, ss, disk.size).map_err(relocate_err)?;
+                written.new_backup = Some((at, bytes));
+            }
             written.boot_buf = Some(buf);
-            written.new_backup = Some((at, bytes));
         }
         // Everything but the boot area, then the backup, a flush, then the boot area.
         let count = |n: usize| {

@@ -13,9 +13,11 @@
 //! 4. **write body**: zero the dirty zero ranges, fetch, verify and write every chunk that is
 //!    not held (identical chunks fetched once), on all cores; flush.
 //! 5. **verify body**: re-read every chunk and zero range from the device, not the page cache.
-//! 6. (the caller's step: the agent applies the department profile here)
+//! 6. (the caller's step: the agent applies the department profile here, then grows the last
+//!    file system when the plan grows its partition, see [`Deployment::grow`])
 //! 7. **boot area**: the held chunks, all fetched and verified before the first is written;
-//!    the GPT moved to the end of a target of another size; flush; partition table re-read.
+//!    the last partition's end moved when it grows, the GPT moved to the end of a target of
+//!    another size; flush; partition table re-read.
 //! 8. **verify boot area**, from the device.
 //!
 //! A failure or a cancel anywhere before 7 leaves the disk unbootable.
@@ -42,7 +44,7 @@ use crate::format::Manifest;
 use crate::progress::Progress;
 use crate::store::ChunkSource;
 
-pub use plan::{Plan, PlanError};
+pub use plan::{Grow, Plan, PlanError};
 
 #[derive(Debug, Default, Clone)]
 pub struct DeployOptions {
@@ -57,6 +59,9 @@ pub struct DeployOptions {
     /// Set by someone else (the agent, when the appliance cancels the task): the deploy stops
     /// at its next chunk with [`Error::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// On a larger target, let the last partition take the rest of the disk. The table says
+    /// so; growing the file system is the caller's step (see [`Deployment::grow`]).
+    pub grow: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,6 +92,12 @@ pub struct DeployReport {
     /// Chunks whose place could not be read during the scan (bad sectors): rewritten.
     pub chunks_unreadable: u64,
     pub gpt_relocated: bool,
+    /// The last partition as it was grown to the end of the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grown: Option<Grow>,
+    /// Why the last partition kept the image's size although growth was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow_skipped: Option<String>,
     /// True when every chunk and zero range was re-read from the device and matched.
     pub verified_after_write: bool,
     /// How the re-read got its bytes (`direct`: O_DIRECT; `cache-dropped`: after dropping the
@@ -189,12 +200,18 @@ pub fn deploy(req: Request<'_>, opts: DeployOptions) -> Result<DeployReport, Err
 
 impl<'a> Deployment<'a> {
     pub fn new(req: Request<'a>, opts: DeployOptions) -> Result<Deployment<'a>, Error> {
-        let plan = Plan::new(req.manifest, req.disk.size, req.disk.logical_sector_size).map_err(|e| match e {
-            PlanError::TooSmall { target_size, needed } => {
-                Error::TargetTooSmall { path: req.target.to_path_buf(), image: req.image.into(), target_size, needed }
-            }
-            e @ PlanError::SectorSize { .. } => Error::Relocate { target_size: req.disk.size, reason: e.to_string() },
-        })?;
+        let plan =
+            Plan::new(req.manifest, req.disk.size, req.disk.logical_sector_size, opts.grow).map_err(|e| match e {
+                PlanError::TooSmall { target_size, needed } => Error::TargetTooSmall {
+                    path: req.target.to_path_buf(),
+                    image: req.image.into(),
+                    target_size,
+                    needed,
+                },
+                e @ PlanError::SectorSize { .. } => {
+                    Error::Relocate { target_size: req.disk.size, reason: e.to_string() }
+                }
+            })?;
         let report = DeployReport {
             image: req.image.to_string(),
             digest: req.manifest.digest().to_hex(),
@@ -204,6 +221,8 @@ impl<'a> Deployment<'a> {
             zero_bytes: plan.zero_bytes(),
             chunks: plan.items.len() as u64,
             gpt_relocated: plan.relocate,
+            grown: plan.grow.clone(),
+            grow_skipped: plan.grow_skipped.clone(),
             ..Default::default()
         };
         let how = vec![How::Fetch; plan.items.len()];
@@ -251,6 +270,12 @@ impl<'a> Deployment<'a> {
         info!(image = %r.image, target = %r.target, fetched = r.bytes_fetched, written = r.bytes_written,
               zeroed = r.bytes_zeroed, verified = r.verified_after_write, "image deployed");
         self.report
+    }
+
+    /// The partition the boot area will end later than the image does, if any: its file
+    /// system must be grown over `start..start + length` before [`Deployment::write_boot_area`].
+    pub fn grow(&self) -> Option<&Grow> {
+        self.plan.grow.as_ref()
     }
 
     /// The report so far (counters as of now).

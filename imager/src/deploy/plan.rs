@@ -8,7 +8,9 @@
 //!   disk without a partition table, those over the first MiB, where a boot sector lives);
 //! - the **body**: every other chunk, and the zero ranges the image defines outside the
 //!   disarm ranges;
-//! - chunks with the same content share one fetch.
+//! - chunks with the same content share one fetch;
+//! - on a larger disk, when asked, the **growth** of the last partition to the end of the disk
+//!   (the caller grows its file system between the body and the boot area).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -16,7 +18,14 @@ use std::ops::Range;
 use crate::digest::Digest;
 use crate::format::table::TableKind;
 use crate::format::{Chunk, Manifest};
-use crate::fs::{complement, normalize};
+use crate::fs::{complement, normalize, FsKind};
+
+/// Windows' recovery partition (GPT type): it stays as the image has it.
+const WINDOWS_RECOVERY: &str = "de94bba4-06d1-4d40-a16a-bfd50179d6ac";
+/// MBR type of a hidden NTFS recovery partition.
+const MBR_RECOVERY: &str = "0x27";
+/// A grown partition ends on this boundary (what partitioning tools align to).
+const GROW_ALIGN: u64 = 1 << 20;
 
 /// On a disk without a partition table, the bytes held back at its start.
 const WHOLE_DISK_HEAD: u64 = 1 << 20;
@@ -54,10 +63,73 @@ pub struct Plan<'m> {
     pub held_zeros: Vec<Range<u64>>,
     /// The image's GPT moves to the end of a target of another size.
     pub relocate: bool,
+    /// The last partition grows to the end of the target.
+    pub grow: Option<Grow>,
+    /// Why growth was asked for but not planned.
+    pub grow_skipped: Option<String>,
+}
+
+/// The last partition of the image, grown: the table says `length`, its file system still
+/// `image_length` until the caller grows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Grow {
+    pub number: u32,
+    pub fs: FsKind,
+    pub start: u64,
+    pub image_length: u64,
+    pub length: u64,
+}
+
+/// Where the last partition of `manifest` may end on a target of `target_size` bytes, or why
+/// it keeps its size. `None` when there is nothing to say (same size, smaller target).
+fn plan_grow(manifest: &Manifest, target_size: u64) -> Option<Result<Grow, String>> {
+    if target_size <= manifest.disk.size {
+        return None;
+    }
+    let last = manifest.partitions.iter().max_by_key(|p| p.start + p.length)?;
+    let end = last.start + last.length;
+    let ss = u64::from(manifest.disk.logical_sector_size);
+    let limit = match manifest.table {
+        TableKind::None => return Some(Err("the image has no partition table".into())),
+        TableKind::Mbr if last.number > 4 => {
+            return Some(Err(format!("partition {} is a logical MBR partition", last.number)))
+        }
+        // The 32-bit sector count of an MBR entry.
+        TableKind::Mbr => target_size.min(last.start + u64::from(u32::MAX) * ss),
+        TableKind::Gpt => target_size - manifest.backup_area.as_ref().map_or(33 * ss, |b| b.length),
+    };
+    let new_end = limit / GROW_ALIGN * GROW_ALIGN;
+    let keeps = |why: String| Some(Err(format!("partition {} keeps its size: {why}", last.number)));
+    if !matches!(last.fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs) {
+        return keeps(format!("parc grows ext2/3/4 and NTFS, not {:?}", last.fs));
+    }
+    if last.type_id == WINDOWS_RECOVERY || last.type_id == MBR_RECOVERY {
+        return keeps("it is Windows' recovery partition, which must stay after the system partition".into());
+    }
+    let beyond = manifest.gaps.iter().flat_map(|g| g.chunks.iter()).any(|c| c.offset() >= end);
+    if beyond {
+        return keeps("the image holds data after it".into());
+    }
+    if new_end < end + GROW_ALIGN {
+        return None;
+    }
+    Some(Ok(Grow {
+        number: last.number,
+        fs: last.fs,
+        start: last.start,
+        image_length: last.length,
+        length: new_end - last.start,
+    }))
 }
 
 impl<'m> Plan<'m> {
-    pub fn new(manifest: &'m Manifest, target_size: u64, target_sector_size: u32) -> Result<Plan<'m>, PlanError> {
+    /// `grow`: let the last partition take the rest of a larger target.
+    pub fn new(
+        manifest: &'m Manifest,
+        target_size: u64,
+        target_sector_size: u32,
+        grow: bool,
+    ) -> Result<Plan<'m>, PlanError> {
         let needed = manifest.min_target_size();
         if target_size < needed {
             return Err(PlanError::TooSmall { target_size, needed });
@@ -112,7 +184,17 @@ impl<'m> Plan<'m> {
             .collect();
         let body_zeros = intersect(&zeros, &complement(&disarm, 0..target_size));
         let held_zeros = intersect(&zeros, &disarm);
-        Ok(Plan { items, boot_items, disarm, body_zeros, held_zeros, relocate })
+        let (grow, grow_skipped) = match grow.then(|| plan_grow(manifest, target_size)).flatten() {
+            Some(Ok(g)) => (Some(g), None),
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
+        };
+        Ok(Plan { items, boot_items, disarm, body_zeros, held_zeros, relocate, grow, grow_skipped })
+    }
+
+    /// The boot area is rebuilt rather than written as the image has it.
+    pub fn rewrites_table(&self) -> bool {
+        self.relocate || self.grow.is_some()
     }
 
     pub fn is_boot(&self, i: usize) -> bool {
@@ -167,7 +249,7 @@ mod tests {
     #[test]
     fn disarm_boot_area_and_tail_hold_boot_and_backup_chunks() {
         let m = sample();
-        let p = Plan::new(&m, m.disk.size, 512).unwrap();
+        let p = Plan::new(&m, m.disk.size, 512, true).unwrap();
         assert_eq!(p.disarm, vec![0..1 << 20, (8 << 20) - 16896..8 << 20]);
         assert!(!p.relocate);
         let held: Vec<bool> = p.items.iter().map(|i| i.held).collect();
@@ -181,9 +263,9 @@ mod tests {
     #[test]
     fn refuses_small_targets_and_other_sector_sizes_and_relocates_gpt() {
         let m = sample();
-        assert!(matches!(Plan::new(&m, 4 << 20, 512), Err(PlanError::TooSmall { .. })));
-        assert!(matches!(Plan::new(&m, m.disk.size, 4096), Err(PlanError::SectorSize { .. })));
-        let big = Plan::new(&m, 64 << 20, 512).unwrap();
+        assert!(matches!(Plan::new(&m, 4 << 20, 512, true), Err(PlanError::TooSmall { .. })));
+        assert!(matches!(Plan::new(&m, m.disk.size, 4096, true), Err(PlanError::SectorSize { .. })));
+        let big = Plan::new(&m, 64 << 20, 512, false).unwrap();
         assert!(big.relocate);
         assert_eq!(big.disarm.last().unwrap(), &((64 << 20) - 16896..64 << 20));
     }
@@ -193,7 +275,7 @@ mod tests {
         let mut m = sample();
         let dup = m.partitions[0].chunks[1].sha256;
         m.gaps[0].chunks[0].sha256 = dup;
-        let p = Plan::new(&m, m.disk.size, 512).unwrap();
+        let p = Plan::new(&m, m.disk.size, 512, true).unwrap();
         assert_eq!(p.items[3].same_as, Some(2));
         assert_eq!(p.items.iter().filter(|i| i.same_as.is_some()).count(), 1);
     }
@@ -203,5 +285,39 @@ mod tests {
         assert_eq!(intersect(&[0..10, 20..30], &[5..25]), vec![5..10, 20..25]);
         assert_eq!(intersect(&[0..10], &[10..20]), vec![]);
         assert_eq!(split(&[3..10, 12..13], 4), vec![3..4, 4..8, 8..10, 12..13]);
+    }
+
+    #[test]
+    fn the_last_partition_grows_to_the_end_of_a_larger_disk_unless_it_cannot() {
+        let mut m = sample();
+        // The sample's gap holds data after the partition.
+        let p = Plan::new(&m, 64 << 20, 512, true).unwrap();
+        assert!(p.grow.is_none() && p.grow_skipped.as_deref().unwrap().contains("data after it"), "{p:?}");
+        m.gaps[0].chunks.clear();
+        let p = Plan::new(&m, 64 << 20, 512, true).unwrap();
+        let g = p.grow.clone().unwrap();
+        // Up to the last MiB boundary before the GPT backup.
+        assert_eq!((g.number, g.start, g.image_length, g.length), (1, 1 << 20, 6 << 20, 62 << 20));
+        assert!(p.rewrites_table());
+        assert!(Plan::new(&m, 64 << 20, 512, false).unwrap().grow.is_none(), "not asked");
+        assert!(Plan::new(&m, m.disk.size, 512, true).unwrap().grow.is_none(), "same size");
+        // Less than a MiB more: nothing to gain, nothing said.
+        let p = Plan::new(&m, (8 << 20) + 4096, 512, true).unwrap();
+        assert!(p.grow.is_none() && p.grow_skipped.is_none());
+        let mut vfat = m.clone();
+        vfat.partitions[0].fs = FsKind::Fat32;
+        let why = Plan::new(&vfat, 64 << 20, 512, true).unwrap().grow_skipped.unwrap();
+        assert!(why.contains("not Fat32"), "{why}");
+        let mut winre = m.clone();
+        winre.partitions[0].fs = FsKind::Ntfs;
+        winre.partitions[0].type_id = WINDOWS_RECOVERY.into();
+        let why = Plan::new(&winre, 64 << 20, 512, true).unwrap().grow_skipped.unwrap();
+        assert!(why.contains("recovery"), "{why}");
+        let mut mbr = m.clone();
+        mbr.table = TableKind::Mbr;
+        mbr.backup_area = None;
+        assert_eq!(Plan::new(&mbr, 64 << 20, 512, true).unwrap().grow.unwrap().length, 63 << 20);
+        mbr.partitions[0].number = 5;
+        assert!(Plan::new(&mbr, 64 << 20, 512, true).unwrap().grow_skipped.unwrap().contains("logical"));
     }
 }

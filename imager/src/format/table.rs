@@ -303,6 +303,70 @@ pub fn relocate_gpt(boot_area: &mut [u8], sector_size: u32, new_size: u64) -> Re
     Ok((backup_entries_lba * ss, backup))
 }
 
+/// Moves the end of partition `number` to byte `end` (exclusive) in a boot area that starts at
+/// disk byte 0: the GPT entry's last LBA (entries and header CRCs updated; the backup follows
+/// from [`relocate_gpt`]), or a primary MBR entry's sector count. The new end must lie within
+/// the partition's own disk: the caller places the backup GPT after it.
+pub fn set_partition_end(
+    boot_area: &mut [u8],
+    sector_size: u32,
+    kind: TableKind,
+    number: u32,
+    end: u64,
+) -> Result<(), TableError> {
+    let ss = u64::from(sector_size);
+    let unsupported = |reason: String| Err(TableError::Unsupported { reason });
+    if !end.is_multiple_of(ss) {
+        return unsupported(format!("partition {number} cannot end at byte {end}: not a multiple of {ss}"));
+    }
+    match kind {
+        TableKind::Gpt => {
+            let hdr_at = ss as usize;
+            if boot_area.len() < hdr_at * 2 {
+                return unsupported("boot area too small to hold the GPT header".into());
+            }
+            let h = parse_gpt_header(&boot_area[hdr_at..hdr_at * 2])?;
+            let entries_at = (h.entries_lba * ss) as usize;
+            let entries_len = h.entries_bytes() as usize;
+            if entries_at + entries_len > boot_area.len() {
+                return unsupported("GPT entries lie outside the boot area".into());
+            }
+            if number == 0 || number > h.num_entries {
+                return unsupported(format!("GPT has no entry {number}"));
+            }
+            let e = entries_at + (number as usize - 1) * h.entry_size as usize;
+            let entry = &mut boot_area[e..e + h.entry_size as usize];
+            if entry[0..16].iter().all(|&b| b == 0) || end / ss <= le64(entry, 32) {
+                return unsupported(format!("GPT entry {number} is empty or would end before it starts"));
+            }
+            entry[40..48].copy_from_slice(&(end / ss - 1).to_le_bytes());
+            let crc = crc32fast::hash(&boot_area[entries_at..entries_at + entries_len]);
+            let header = &mut boot_area[hdr_at..hdr_at * 2];
+            header[88..92].copy_from_slice(&crc.to_le_bytes());
+            header[16..20].fill(0);
+            let crc = crc32fast::hash(&header[..h.header_size as usize]);
+            header[16..20].copy_from_slice(&crc.to_le_bytes());
+            Ok(())
+        }
+        TableKind::Mbr => {
+            if !(1..=4).contains(&number) || boot_area.len() < 512 {
+                return unsupported(format!("MBR partition {number} is not a primary partition"));
+            }
+            let e = MBR_ENTRIES_AT + (number as usize - 1) * 16;
+            let start = u64::from(le32(boot_area, e + 8));
+            let sectors = (end / ss).checked_sub(start).filter(|&n| n > 0 && n <= u64::from(u32::MAX));
+            match sectors {
+                Some(n) if boot_area[e + 4] != MBR_TYPE_EMPTY => {
+                    boot_area[e + 12..e + 16].copy_from_slice(&(n as u32).to_le_bytes());
+                    Ok(())
+                }
+                _ => unsupported(format!("MBR partition {number} cannot end at sector {}", end / ss)),
+            }
+        }
+        TableKind::None => unsupported("a disk without a partition table has no partition to grow".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +459,46 @@ mod tests {
         // A truncated disk (the header claims more sectors than exist).
         let short = d[..4 << 20].to_vec();
         assert!(parse(&short, 4 << 20, 512).is_err());
+    }
+
+    #[test]
+    fn a_grown_gpt_partition_parses_with_valid_crcs_after_relocation() {
+        let d = gpt_disk(8 << 20);
+        let mut boot = d[..1 << 20].to_vec();
+        let new_size = 32u64 << 20;
+        set_partition_end(&mut boot, 512, TableKind::Gpt, 2, 31 << 20).unwrap();
+        let (at, backup) = relocate_gpt(&mut boot, 512, new_size).unwrap();
+        let mut big = vec![0u8; new_size as usize];
+        big[..boot.len()].copy_from_slice(&boot);
+        big[at as usize..at as usize + backup.len()].copy_from_slice(&backup);
+        let t = parse(&big, new_size, 512).unwrap();
+        assert_eq!((t.partitions[1].start, t.partitions[1].length), (2 << 20, 29 << 20));
+        assert_eq!(t.partitions[0].length, 1 << 20, "the other partition is unchanged");
+        // The backup's entries carry the new end and the CRC the primary header states.
+        let bh = &big[(new_size - 512) as usize..];
+        assert_eq!(bh[88..92], boot[512 + 88..512 + 92]);
+        assert_eq!(crc32fast::hash(&backup[..128 * 128]).to_le_bytes(), bh[88..92]);
+        // Past the new last usable LBA, relocation refuses.
+        let mut boot = d[..1 << 20].to_vec();
+        set_partition_end(&mut boot, 512, TableKind::Gpt, 2, new_size).unwrap();
+        assert!(relocate_gpt(&mut boot, 512, new_size).is_err());
+        let mut boot = d[..1 << 20].to_vec();
+        assert!(set_partition_end(&mut boot, 512, TableKind::Gpt, 3, 31 << 20).is_err(), "empty entry");
+        assert!(set_partition_end(&mut boot, 512, TableKind::Gpt, 2, 1 << 20).is_err(), "before its start");
+    }
+
+    #[test]
+    fn a_grown_mbr_partition_parses() {
+        let mut d = vec![0u8; 16 << 20];
+        d[446 + 4] = 0x83;
+        d[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        d[446 + 12..446 + 16].copy_from_slice(&2048u32.to_le_bytes());
+        d[510] = 0x55;
+        d[511] = 0xAA;
+        set_partition_end(&mut d, 512, TableKind::Mbr, 1, 15 << 20).unwrap();
+        let t = parse(&d, 16 << 20, 512).unwrap();
+        assert_eq!((t.partitions[0].start, t.partitions[0].length), (1 << 20, 14 << 20));
+        assert!(set_partition_end(&mut d, 512, TableKind::Mbr, 5, 15 << 20).is_err(), "logical");
+        assert!(set_partition_end(&mut d, 512, TableKind::Mbr, 2, 15 << 20).is_err(), "empty");
     }
 }

@@ -304,6 +304,7 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("dep.first_boot", "Script au premier démarrage", "First-boot script"),
     ("dep.system", "Système", "System"),
     ("dep.domain", "jonction au domaine dans", "joins the domain in"),
+    ("dep.no_grow", "taille de l'image gardée sur un disque plus grand", "image size kept on a larger disk"),
     ("dep.not_in_store", "absente du magasin", "not in the store"),
     ("dep.commit", "Commit des profils", "Profiles commit"),
     ("img.verify", "Vérifier", "Verify"),

@@ -345,6 +345,7 @@ pub fn components() -> Value {
         ("prefer", array(one_of(&["nvme", "sata", "sas", "virtio", "scsi"]))),
         ("choose", one_of(&["first", "largest", "smallest"])),
         ("min_size", null_or(count())),
+        ("grow", json!({ "type": "boolean" })),
     ]);
     add("DiskRule", disk_rule);
     add("Os", one_of(&["linux", "windows"]));

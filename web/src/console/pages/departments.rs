@@ -31,6 +31,9 @@ impl DepartmentsPage {
         if let Some(min) = d.disk.min_size {
             out.push_str(&format!(" · ≥ {}", self.ctx.lang.bytes(min)));
         }
+        if !d.disk.grow {
+            out.push_str(&format!(" · {}", self.ctx.t("dep.no_grow")));
+        }
         out
     }
 
