@@ -175,7 +175,16 @@ pub fn capture(
         });
         let part = Slice::new(src, e.start, e.length);
         findings.extend(crate::preflight::check(&part, e.length, e.number, map.fs, opts.allow_not_generalized));
-        parts.push((e.clone(), map.fs, map.method, map.block_size, abs(map.ranges, e.start), abs(map.zeros, e.start)));
+        let scratch: u64 = map.skipped.iter().map(|k| k.bytes).sum();
+        parts.push((
+            e.clone(),
+            map.fs,
+            map.method,
+            map.block_size,
+            abs(map.ranges, e.start),
+            abs(map.zeros, e.start),
+            scratch,
+        ));
     }
     // The gate: nothing is stored from a disk that cannot be captured truthfully.
     if findings.iter().any(|f| f.severity == crate::preflight::Severity::Refuse) {
@@ -229,7 +238,7 @@ pub fn capture(
         zeros: pieces(fs::complement(&boot_ranges, 0..boot_len)),
     };
     let mut partitions = Vec::new();
-    for (i, (e, fs, method, bs, used, defined)) in parts.iter().enumerate() {
+    for (i, (e, fs, method, bs, used, defined, scratch)) in parts.iter().enumerate() {
         // A non-zero scan defines every other byte as zero; an allocation map leaves free
         // space as "don't care", except what the map itself defines as zeros.
         let zeros = match method {
@@ -248,6 +257,7 @@ pub fn capture(
             block_size: *bs,
             chunks: take(&region_chunks[i + 1]),
             zeros,
+            scratch_bytes: *scratch,
         });
     }
     let gaps: Vec<Region> = gaps

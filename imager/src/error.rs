@@ -29,10 +29,10 @@ pub enum Error {
     )]
     ChunkCorrupt { image: String, digest: Digest, offset: u64, reason: String },
     #[error(
-        "target {path} ({}) is smaller than image {image} needs ({}); choose a larger disk",
+        "target {path} ({}) is smaller than image {image} needs ({}){why}; choose a larger disk",
         human(*target_size), human(*needed)
     )]
-    TargetTooSmall { path: PathBuf, image: String, target_size: u64, needed: u64 },
+    TargetTooSmall { path: PathBuf, image: String, target_size: u64, needed: u64, why: String },
     #[error("the image's GPT cannot be moved to a {target_size}-byte disk: {reason}")]
     Relocate { target_size: u64, reason: String },
     #[error(

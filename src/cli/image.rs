@@ -94,7 +94,8 @@ pub struct DeployArgs {
     #[arg(long)]
     wipe: bool,
     /// On a larger target, grow the last partition and its file system (ext2/3/4 with
-    /// e2fsck and resize2fs, NTFS with ntfsresize) to the end of the target.
+    /// e2fsck and resize2fs, NTFS with ntfsresize) to the end of the target. A smaller target
+    /// is always taken when every block the last file system uses fits (ext2/3/4: resize2fs).
     #[arg(long)]
     grow: bool,
     #[command(flatten)]
@@ -302,15 +303,11 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let opts =
-                DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads, grow: a.grow, ..Default::default() };
+            let fit = deploy::Fit { grow: a.grow, shrink: true };
+            let opts = DeployOptions { verify: a.verify, seed, wipe: a.wipe, threads, fit, ..Default::default() };
             let progress = CliProgress::new("deploy", a.out.json);
             let context = || format!("deploying {} to {}", a.image, a.to.display());
-            let r = if a.grow {
-                deploy_growing(source.as_ref(), &a.image, &a.to, opts, &progress).with_context(context)?
-            } else {
-                deploy::deploy_path(source.as_ref(), &a.image, &a.to, &opts, &progress).with_context(context)?
-            };
+            let r = deploy_fitting(source.as_ref(), &a.image, &a.to, opts, &progress).with_context(context)?;
             progress.finish();
             emit(a.out.json, &r, |r| {
                 println!("deployed {} ({}) to {}", r.image, &r.digest[..12], r.target);
@@ -324,8 +321,8 @@ pub fn run(cmd: ImageCmd) -> Result<ExitCode> {
                     if r.verified_after_write { ", re-read and verified" } else { "" },
                     r.seconds
                 );
-                if let Some(g) = &r.grown {
-                    println!("  partition {} grown from {} to {}", g.number, human(g.image_length), human(g.length));
+                if let Some(g) = &r.resized {
+                    println!("  partition {} resized from {} to {}", g.number, human(g.image_length), human(g.length));
                 }
                 if let Some(why) = &r.grow_skipped {
                     println!("  {why}");
@@ -530,9 +527,9 @@ fn utc(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// The deploy's phases with the last file system grown between the body and the boot area,
-/// as the agent does.
-fn deploy_growing(
+/// The deploy's phases, with the last file system resized between the body and the boot area
+/// as the agent does (a shrink before anything else touches it, a growth last).
+fn deploy_fitting(
     source: &dyn ChunkSource,
     reference: &str,
     target: &Path,
@@ -547,9 +544,12 @@ fn deploy_growing(
     let req = deploy::Request { source, image: reference, manifest: &manifest, disk: &disk, target, progress };
     let mut d = deploy::Deployment::new(req, opts)?;
     d.write_and_verify_body()?;
-    if let Some(g) = d.grow().cloned() {
-        progress.phase("growing file system", 0);
-        let done = parc_agent::grow::grow_file_system(target, &g)?;
+    if let Some(r) = d.resize().cloned() {
+        progress.phase(if r.shrinks() { "shrinking file system" } else { "growing file system" }, 0);
+        let work = std::env::temp_dir().join(format!("parc-deploy-{}", std::process::id()));
+        let done = parc_agent::resize::resize_file_system(target, &r, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        let done = done?;
         tracing::info!("{done}");
     }
     d.write_boot_area()?;

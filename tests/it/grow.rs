@@ -1,7 +1,9 @@
 //! Disks of other sizes: on a larger disk the last partition and its file system grow to the
 //! end (ext4 through e2fsck and resize2fs, NTFS through ntfsresize), over disks that held
 //! something else; a last partition parc cannot grow keeps its size and the report says why;
-//! a failed growth fails the deploy and leaves the disk unbootable.
+//! a failed growth fails the deploy and leaves the disk unbootable. On a smaller disk the last
+//! ext4 partition shrinks when every block it uses fits, down to exactly the size the refusal
+//! names; anything else is refused before a byte is written.
 
 use std::path::Path;
 
@@ -25,11 +27,18 @@ fn deploy(image: &str, store: &Path, target: &Path, extra: &[&str], path_first: 
 
 /// Captures `disk` as `name`, deploys it with `--grow` to a used disk of `mib` MiB at `target`;
 /// the deploy report, once the target's GPT checks clean.
-fn capture_and_grow(disk: &Path, store: &Path, name: &str, target: &Path, mib: u64) -> serde_json::Value {
+fn capture_and_grow(
+    disk: &Path,
+    store: &Path,
+    name: &str,
+    target: &Path,
+    mib: u64,
+    extra: &[&str],
+) -> serde_json::Value {
     let out = parc_run(&["image", "capture", s(disk), "--name", name, "--store", s(store)]);
     assert!(out.status.success(), "capture {name}: {}", String::from_utf8_lossy(&out.stderr));
     used_disk(target, mib);
-    let (ok, out) = deploy(name, store, target, &["--grow"], None);
+    let (ok, out) = deploy(name, store, target, extra, None);
     assert!(ok, "{out}");
     let verify = sh(&format!("sgdisk -v {} 2>&1 || true", s(target)));
     assert!(verify.contains("No problems found"), "{verify}");
@@ -70,11 +79,12 @@ fn last_partitions_grow_with_their_file_systems_over_larger_used_disks() {
             .collect::<Vec<_>>()
     };
     let before = sums(&format!("{}/root.ext4", s(d)));
+    let before_linux = before.clone();
     let target = d.join("pc1.img");
-    let r = capture_and_grow(&linux, &store, "linux", &target, 300);
+    let r = capture_and_grow(&linux, &store, "linux", &target, 300, &["--grow"]);
     // Up to the last MiB boundary before the backup GPT of a 300 MiB disk.
-    assert_eq!(r["grown"]["number"], 2, "{r}");
-    assert_eq!(r["grown"]["length"].as_u64(), Some(290 << 20), "{r}");
+    assert_eq!(r["resized"]["number"], 2, "{r}");
+    assert_eq!(r["resized"]["length"].as_u64(), Some(290 << 20), "{r}");
     assert_eq!(gpt_partition(&target, 2), (9 << 20, 290 << 20));
     assert_eq!(gpt_partition(&target, 1), (1 << 20, 8 << 20), "the ESP is untouched");
     let check_ext4 = |what: &str| {
@@ -113,8 +123,8 @@ fn last_partitions_grow_with_their_file_systems_over_larger_used_disks() {
         crate::windows::ntfs_sums(Path::new(&dev.0), &d.join("before.mnt"))
     };
     let target = d.join("pc2.img");
-    let r = capture_and_grow(&win, &store, "win", &target, 600);
-    assert_eq!((r["grown"]["number"].as_u64(), r["grown"]["length"].as_u64()), (Some(3), Some(518 << 20)), "{r}");
+    let r = capture_and_grow(&win, &store, "win", &target, 600, &["--grow"]);
+    assert_eq!((r["resized"]["number"].as_u64(), r["resized"]["length"].as_u64()), (Some(3), Some(518 << 20)), "{r}");
     assert_eq!(gpt_partition(&target, 3), (start, 518 << 20));
     let dev = ReadOnlyLoop::new(&target, start, 518 << 20);
     let fix = std::process::Command::new("ntfsfix").args(["-n", &dev.0]).output().unwrap();
@@ -133,9 +143,70 @@ fn last_partitions_grow_with_their_file_systems_over_larger_used_disks() {
     // 4. A last partition parc cannot grow (swap) keeps its size; the report says why.
     let t = build_disk(d, "swaplast", 3);
     let target = d.join("pc3.img");
-    let r = capture_and_grow(&t.path, &store, "swaplast", &target, 256);
-    assert!(r["grown"].is_null(), "{r}");
+    let r = capture_and_grow(&t.path, &store, "swaplast", &target, 256, &["--grow"]);
+    assert!(r["resized"].is_null(), "{r}");
     assert!(r["grow_skipped"].as_str().unwrap().contains("partition 3 keeps its size"), "{r}");
     assert_eq!(gpt_partition(&target, 3).1, SWAP_LEN);
     check_disk(&target, &t);
+
+    // 5. Smaller disks. Too small for the image even shrunk: refused before anything is
+    //    written, naming the size needed; a disk of exactly that size takes it, shrunk.
+    let shrink_to_minimum = |image: &str, disk: &Path| -> (serde_json::Value, u64) {
+        used_disk(disk, 20);
+        let (ok, out) = deploy(image, &store, disk, &[], None);
+        assert!(!ok && out.contains("choose a larger disk"), "{out}");
+        assert!(std::fs::read(disk).unwrap().iter().all(|&b| b == 0xA5), "a refused deploy wrote to the disk");
+        let at_least = out.split("a disk of at least ").nth(1).unwrap_or_else(|| panic!("{out}"));
+        let needed: u64 = at_least.split(' ').next().unwrap().parse().unwrap();
+        sh(&format!("head -c {needed} /dev/zero | tr '\\000' '\\245' > {}", s(disk)));
+        let (ok, out) = deploy(image, &store, disk, &[], None);
+        assert!(ok, "{out}");
+        let verify = sh(&format!("sgdisk -v {} 2>&1 || true", s(disk)));
+        assert!(verify.contains("No problems found"), "{verify}");
+        (serde_json::from_str(&out).unwrap(), needed)
+    };
+    let small = d.join("pc4.img");
+    let (r, ext_needed) = shrink_to_minimum("linux", &small);
+    let length = r["resized"]["length"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    assert!(length < 64 << 20 && ext_needed < 74 << 20, "{r}");
+    assert_eq!(gpt_partition(&small, 2), (9 << 20, length));
+    let dev = ReadOnlyLoop::new(&small, 9 << 20, length);
+    sh(&format!("e2fsck -fn {} >/dev/null", dev.0));
+    assert_eq!(ext_size(&dev.0).0, length, "the shrunk file system fills its partition");
+    assert_eq!(sums(&dev.0), before_linux, "files changed by the shrink");
+    drop(dev);
+    // NTFS: ntfsresize, shown the volume's full size through parc's FUSE window. The reference
+    // PC is the 600 MiB one above (its 518 MiB volume holds what the 200 MiB one did), once
+    // Windows has run the check ntfsresize scheduled (here: its flag cleared).
+    let reference = d.join("ref.img");
+    sh(&format!(
+        "cp --sparse=always {} {r} && L=$(losetup -f --show -o {start} --sizelimit {} {r}) && ntfsfix -d $L >/dev/null; \
+         s=$?; losetup -d $L; exit $s",
+        s(&d.join("pc2.img")),
+        518 << 20,
+        r = s(&reference)
+    ));
+    let out = parc_run(&["image", "capture", s(&reference), "--name", "win-big", "--store", s(&store)]);
+    assert!(out.status.success(), "capture win-big: {}", String::from_utf8_lossy(&out.stderr));
+    let small_win = d.join("pc5.img");
+    let (r, needed) = shrink_to_minimum("win-big", &small_win);
+    let length = r["resized"]["length"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    assert!(length < 300 << 20 && needed < 400 << 20, "a 518 MiB volume holding 200 MiB's worth: {r}");
+    eprintln!(
+        "shrink: ext4 of 64 MiB onto {ext_needed} bytes; NTFS of 518 MiB (64 MiB pagefile) onto {needed} bytes, \
+         its partition {} MiB",
+        length >> 20
+    );
+    assert_eq!(gpt_partition(&small_win, 3), (start, length));
+    let dev = ReadOnlyLoop::new(&small_win, start, length);
+    let fix = std::process::Command::new("ntfsfix").args(["-n", &dev.0]).output().unwrap();
+    assert!(fix.status.success(), "ntfsfix -n: {}", String::from_utf8_lossy(&fix.stdout));
+    let after = crate::windows::ntfs_sums(Path::new(&dev.0), &d.join("shrunk.mnt"));
+    assert_eq!(no_pagefile(&before), no_pagefile(&after), "files changed by the shrink");
+    drop(dev);
+    // A last partition parc does not shrink (swap): refused, the disk untouched.
+    let held = sha256_file(&small);
+    let (ok, out) = deploy("swaplast", &store, &small, &[], None);
+    assert!(!ok && out.contains("ext2/3/4 and NTFS only") && out.contains("choose a larger disk"), "{out}");
+    assert_eq!(sha256_file(&small), held, "a refused deploy wrote to the disk");
 }

@@ -350,7 +350,7 @@ pub fn check_windows_disk(
     let strip = |t: &str| t.lines().filter(|l| !ours(l)).map(str::to_string).collect::<Vec<_>>();
     assert!(strip(before).len() > 40);
     assert_eq!(strip(before), strip(&after), "files other than parc's changed");
-    let cat = |path: &str| sh(&format!("ntfscat {} '{path}'", s(out)));
+    let cat = |path: &str| sh(&format!("ntfscat --force {} '{path}'", s(out)));
     let unattend = cat("Windows/Panther/unattend.xml");
     assert!(unattend.contains(&format!("<ComputerName>{hostname}</ComputerName>")), "{unattend}");
     assert!(unattend.contains("<TimeZone>Romance Standard Time</TimeZone>"), "{unattend}");

@@ -7,9 +7,10 @@
 pub mod api;
 pub mod cmdline;
 pub mod disk;
-pub mod grow;
 pub mod hardware;
 pub mod profile;
+pub mod resize;
+pub mod window;
 pub mod windows;
 
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ pub enum AgentError {
     #[error(transparent)]
     Disk(#[from] disk::NoDisk),
     #[error(transparent)]
-    Grow(#[from] grow::GrowError),
+    Resize(#[from] resize::ResizeError),
     #[error("applying the department profile: {0}")]
     Profile(#[from] profile::ProfileError),
     #[error("task #{id}: {reason}")]
@@ -212,7 +213,8 @@ fn do_task(
         Some(p) => (p.clone(), format!("{}: given on the agent's command line", p.display())),
         None => {
             let rule = work.department.as_ref().map(|d| d.disk.clone()).unwrap_or_default();
-            let c = disk::choose(&hw.disks, &rule, manifest.min_target_size(), work.disk_serial.as_deref())?;
+            let need = deploy::smallest_target(&manifest);
+            let c = disk::choose(&hw.disks, &rule, need, work.disk_serial.as_deref())?;
             (PathBuf::from("/dev").join(&c.disk.name), c.reason)
         }
     };
@@ -236,8 +238,9 @@ fn do_task(
     };
     let disk = parc_imager::blockdev::Disk::open_write(&target, manifest.disk.size)
         .map_err(|source| parc_imager::Error::Target { path: target.clone(), source })?;
-    let grow = work.department.as_ref().is_none_or(|d| d.disk.grow);
-    let deploy_opts = DeployOptions { verify: true, cancel: Some(cancelled.clone()), grow, ..Default::default() };
+    // Shrinking is the only way onto a smaller disk, so it needs no setting.
+    let fit = deploy::Fit { grow: work.department.as_ref().is_none_or(|d| d.disk.grow), shrink: true };
+    let deploy_opts = DeployOptions { verify: true, cancel: Some(cancelled.clone()), fit, ..Default::default() };
     let req = deploy::Request {
         source: &store,
         image: &image.reference,
@@ -259,6 +262,10 @@ fn do_task(
             r.bytes_skipped >> 20,
             r.bytes_zeroed >> 20,
         ));
+        if let Some(r) = d.resize().filter(|r| r.shrinks()).cloned() {
+            meter.phase("shrinking file system", 0);
+            screen.show(&resize::resize_file_system(&target, &r, &opts.work)?);
+        }
         meter.phase("profile", 0);
         let name = hostname.clone().unwrap_or_else(|| work.mac.replace(':', ""));
         let first_boot = profile::FirstBoot {
@@ -293,9 +300,9 @@ fn do_task(
         if let Some(why) = &d.report().grow_skipped {
             screen.show(&format!("disk: {why}"));
         }
-        if let Some(g) = d.grow().cloned() {
+        if let Some(g) = d.resize().filter(|r| !r.shrinks()).cloned() {
             meter.phase("growing file system", 0);
-            screen.show(&grow::grow_file_system(&target, &g)?);
+            screen.show(&resize::resize_file_system(&target, &g, &opts.work)?);
             if cancelled.load(Ordering::Relaxed) {
                 return Err(AgentError::Cancelled(work.id));
             }
@@ -337,8 +344,8 @@ fn do_task(
             applied.files,
             report.bytes_skipped,
             report.bytes_zeroed,
-            match (&report.grown, &report.grow_skipped) {
-                (Some(g), _) => format!("; partition {} grown to {} MiB", g.number, g.length >> 20),
+            match (&report.resized, &report.grow_skipped) {
+                (Some(g), _) => format!("; partition {} resized to {} MiB", g.number, g.length >> 20),
                 (None, Some(why)) => format!("; {why}"),
                 (None, None) => String::new(),
             }

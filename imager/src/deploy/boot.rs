@@ -40,7 +40,7 @@ impl Deployment<'_> {
                 copy_into(&mut buf, &items[*i].chunk.at, data);
             }
             let relocate_err = |e: table::TableError| Error::Relocate { target_size: disk.size, reason: e.to_string() };
-            if let Some(g) = &self.plan.grow {
+            if let Some(g) = &self.plan.resize {
                 table::set_partition_end(&mut buf, ss, self.req.manifest.table, g.number, g.start + g.length)
                     .map_err(relocate_err)?;
             }

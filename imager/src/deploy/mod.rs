@@ -13,8 +13,9 @@
 //! 4. **write body**: zero the dirty zero ranges, fetch, verify and write every chunk that is
 //!    not held (identical chunks fetched once), on all cores; flush.
 //! 5. **verify body**: re-read every chunk and zero range from the device, not the page cache.
-//! 6. (the caller's step: the agent applies the department profile here, then grows the last
-//!    file system when the plan grows its partition, see [`Deployment::grow`])
+//! 6. (the caller's step: the agent shrinks the last file system when the plan shrinks its
+//!    partition, applies the department profile, then grows the last file system when the plan
+//!    grows its partition, see [`Deployment::resize`])
 //! 7. **boot area**: the held chunks, all fetched and verified before the first is written;
 //!    the last partition's end moved when it grows, the GPT moved to the end of a target of
 //!    another size; flush; partition table re-read.
@@ -44,7 +45,7 @@ use crate::format::Manifest;
 use crate::progress::Progress;
 use crate::store::ChunkSource;
 
-pub use plan::{Grow, Plan, PlanError};
+pub use plan::{smallest_target, Fit, Plan, PlanError, Resize};
 
 #[derive(Debug, Default, Clone)]
 pub struct DeployOptions {
@@ -59,9 +60,10 @@ pub struct DeployOptions {
     /// Set by someone else (the agent, when the appliance cancels the task): the deploy stops
     /// at its next chunk with [`Error::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
-    /// On a larger target, let the last partition take the rest of the disk. The table says
-    /// so; growing the file system is the caller's step (see [`Deployment::grow`]).
-    pub grow: bool,
+    /// Let the last partition take the rest of a larger target, or shrink onto a smaller one
+    /// when its used blocks fit. The table says so; resizing the file system is the caller's
+    /// step (see [`Deployment::resize`]).
+    pub fit: Fit,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -92,9 +94,9 @@ pub struct DeployReport {
     /// Chunks whose place could not be read during the scan (bad sectors): rewritten.
     pub chunks_unreadable: u64,
     pub gpt_relocated: bool,
-    /// The last partition as it was grown to the end of the target.
+    /// The last partition as it was grown to the end of the target or shrunk onto it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grown: Option<Grow>,
+    pub resized: Option<Resize>,
     /// Why the last partition kept the image's size although growth was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grow_skipped: Option<String>,
@@ -201,12 +203,13 @@ pub fn deploy(req: Request<'_>, opts: DeployOptions) -> Result<DeployReport, Err
 impl<'a> Deployment<'a> {
     pub fn new(req: Request<'a>, opts: DeployOptions) -> Result<Deployment<'a>, Error> {
         let plan =
-            Plan::new(req.manifest, req.disk.size, req.disk.logical_sector_size, opts.grow).map_err(|e| match e {
-                PlanError::TooSmall { target_size, needed } => Error::TargetTooSmall {
+            Plan::new(req.manifest, req.disk.size, req.disk.logical_sector_size, opts.fit).map_err(|e| match e {
+                PlanError::TooSmall { target_size, needed, why } => Error::TargetTooSmall {
                     path: req.target.to_path_buf(),
                     image: req.image.into(),
                     target_size,
                     needed,
+                    why: why.map(|w| format!(": {w}")).unwrap_or_default(),
                 },
                 e @ PlanError::SectorSize { .. } => {
                     Error::Relocate { target_size: req.disk.size, reason: e.to_string() }
@@ -221,7 +224,7 @@ impl<'a> Deployment<'a> {
             zero_bytes: plan.zero_bytes(),
             chunks: plan.items.len() as u64,
             gpt_relocated: plan.relocate,
-            grown: plan.grow.clone(),
+            resized: plan.resize.clone(),
             grow_skipped: plan.grow_skipped.clone(),
             ..Default::default()
         };
@@ -272,10 +275,11 @@ impl<'a> Deployment<'a> {
         self.report
     }
 
-    /// The partition the boot area will end later than the image does, if any: its file
-    /// system must be grown over `start..start + length` before [`Deployment::write_boot_area`].
-    pub fn grow(&self) -> Option<&Grow> {
-        self.plan.grow.as_ref()
+    /// The partition the boot area will end elsewhere than the image does, if any: its file
+    /// system must be resized to `start..start + length` before [`Deployment::write_boot_area`]
+    /// (a shrink before anything mounts it: its superblock still claims the image's size).
+    pub fn resize(&self) -> Option<&Resize> {
+        self.plan.resize.as_ref()
     }
 
     /// The report so far (counters as of now).

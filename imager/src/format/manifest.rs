@@ -81,6 +81,15 @@ pub struct Partition {
     /// "don't care".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zeros: Vec<[u64; 2]>,
+    /// Bytes the file system allocates to files the image leaves out (NTFS pagefile.sys,
+    /// hiberfil.sys, swapfile.sys): they need room on a smaller disk although no chunk holds
+    /// them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scratch_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A chunk: the concatenation of the used byte ranges `at` (absolute disk offsets, in order),
@@ -360,6 +369,7 @@ pub(crate) mod tests {
                 block_size: 4096,
                 chunks: vec![c(b"a", vec![[1 << 20, 8192], [(1 << 20) + 16384, 4096]]), c(b"b", vec![[2 << 20, 4096]])],
                 zeros: vec![],
+                scratch_bytes: 0,
             }],
             gaps: vec![Region {
                 start: 7 << 20,
