@@ -107,6 +107,39 @@ pub fn capture_path(
     capture(&disk.file, disk.size, disk.logical_sector_size, &path.display().to_string(), store, name, opts, progress)
 }
 
+/// The partitions to map: the table's, or the whole disk as one.
+fn entries(t: &table::Table, size: u64) -> Vec<table::PartEntry> {
+    match t.kind {
+        TableKind::None => vec![table::PartEntry {
+            number: 0,
+            start: 0,
+            length: size,
+            type_id: String::new(),
+            uuid: String::new(),
+            name: String::new(),
+        }],
+        _ => t.partitions.clone(),
+    }
+}
+
+/// The pre-flight gate alone, as the capture runs it first (metadata only, seconds): its
+/// warnings, or [`Error::Preflight`] with every finding when it refuses.
+pub fn gate_path(path: &Path, allow_not_generalized: bool) -> Result<Vec<crate::preflight::Finding>, Error> {
+    let src_err = |source| Error::Source { path: path.to_path_buf(), source };
+    let disk = Disk::open_read(path).map_err(src_err)?;
+    let t = table::parse(&disk.file, disk.size, disk.logical_sector_size)?;
+    let mut findings = Vec::new();
+    for e in entries(&t, disk.size) {
+        let part = Slice::new(&disk.file, e.start, e.length);
+        let (map, _) = fs::used_map(&part, e.length);
+        findings.extend(crate::preflight::check(&part, e.length, e.number, map.fs, allow_not_generalized));
+    }
+    if findings.iter().any(|f| f.severity == crate::preflight::Severity::Refuse) {
+        return Err(Error::Preflight(crate::preflight::Findings(findings)));
+    }
+    Ok(findings)
+}
+
 /// One chunk to produce: where its bytes come from.
 struct Job {
     index: usize,
@@ -146,17 +179,7 @@ pub fn capture(
     let mut parts = Vec::new();
     let mut summaries = Vec::new();
     let mut findings = Vec::new();
-    let entries = match table.kind {
-        TableKind::None => vec![table::PartEntry {
-            number: 0,
-            start: 0,
-            length: size,
-            type_id: String::new(),
-            uuid: String::new(),
-            name: String::new(),
-        }],
-        _ => table.partitions.clone(),
-    };
+    let entries = entries(&table, size);
     for e in &entries {
         let (map, err) = fs::used_map(&Slice::new(src, e.start, e.length), e.length);
         if let Some(err) = &err {

@@ -197,7 +197,7 @@ pub fn git(repo: &Path, args: &str) -> String {
     sh(&format!("git -C {} -c user.name=Technicien -c user.email=tech@example.org {args}", repo.display()))
 }
 
-fn user(a: &Appliance, login: &str, name: &str, role: &str) -> Api {
+pub fn user(a: &Appliance, login: &str, name: &str, role: &str) -> Api {
     let (s, u) = a.admin.post("/api/v1/users", json!({ "login": login, "name": name, "role": role }));
     assert_eq!(s, 201, "{u}");
     let pw = u["password"].as_str().unwrap();

@@ -532,3 +532,59 @@ fn windows_machines_join_the_domain_offline_and_foreign_accounts_are_never_reset
     assert!(fetched * 4 < stored, "the replace fetched {fetched} bytes of a {stored}-byte image");
     drop(dc);
 }
+
+/// The API's capture of a reference disk kept on the appliance: the gate's refusal is the
+/// answer, with its findings as data and as a table; accepted, the capture ends in the journal;
+/// only a plain file of `<data>/reference/` is read, only by an administrator.
+#[test]
+fn the_api_captures_reference_disks_and_answers_a_refusal_with_its_findings() {
+    if !have("mkntfs", "ntfs-3g") || !root_or_skip("the_api_captures_reference_disks") {
+        return;
+    }
+    let a = crate::api::appliance("127.0.0.1:0");
+    let d = a.dir.path();
+    let reference = a.data.join("reference");
+    std::fs::create_dir_all(&reference).unwrap();
+    std::fs::rename(windows_disk(d, "hib", "HIBR", Some(GENERALIZED)), reference.join("hibernated.img")).unwrap();
+    std::fs::rename(windows_disk(d, "ok", "wake", Some(GENERALIZED)), reference.join("win11-ref.img")).unwrap();
+
+    // Refused: 422, nothing stored, the findings and the table, journaled.
+    let (status, r) = a.admin.post("/api/v1/images/win11/capture", serde_json::json!({ "source": "hibernated.img" }));
+    assert_eq!(status, 422, "{r}");
+    let f = &r["findings"].as_array().unwrap_or_else(|| panic!("{r}"))[0];
+    assert_eq!((f["check"].as_str(), f["severity"].as_str()), (Some("hibernated"), Some("refuse")), "{r}");
+    let table = r["table"].as_str().unwrap();
+    assert!(table.contains("hibernated") && table.contains("refuse"), "{table}");
+    let (_, images) = a.admin.get("/api/v1/images");
+    assert!(!images.to_string().contains("win11"), "a refused capture stored an image: {images}");
+
+    // Bad sources: a path, a link, a missing file; a technician may not capture.
+    for (source, status) in [("../parc.toml", 400), ("reference/../../x", 400), ("missing.img", 404), (".hidden", 400)]
+    {
+        let (s, r) = a.admin.post("/api/v1/images/win11/capture", serde_json::json!({ "source": source }));
+        assert_eq!(s, status, "{source}: {r}");
+    }
+    std::os::unix::fs::symlink(a.data.join("parc.db"), reference.join("link.img")).unwrap();
+    let (s, r) = a.admin.post("/api/v1/images/win11/capture", serde_json::json!({ "source": "link.img" }));
+    assert!(s == 400 && r["field"] == "source", "{r}");
+    let tech = crate::api::user(&a, "bob", "Bob Tech", "technician");
+    let (s, r) = tech.post("/api/v1/images/win11/capture", serde_json::json!({ "source": "win11-ref.img" }));
+    assert_eq!(s, 403, "{r}");
+
+    // Accepted: 202 at once, then the image in the store and the journal.
+    let (status, r) = a.admin.post("/api/v1/images/win11/capture", serde_json::json!({ "source": "win11-ref.img" }));
+    assert_eq!(status, 202, "{r}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let events = loop {
+        let (_, e) = a.admin.get("/api/v1/events?limit=50");
+        if e.to_string().contains("image.capture\"") || std::time::Instant::now() > until {
+            break e;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let text = events.to_string();
+    assert!(text.contains("image.capture\"") && text.contains("captured as win11@1"), "{events:#}");
+    assert!(text.contains("image.capture.refused") && text.contains("image.capture.started"), "{events:#}");
+    let (s, r) = a.admin.get("/api/v1/images/win11");
+    assert_eq!(s, 200, "{r}");
+}

@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 mod agent;
+mod capture;
 pub(crate) mod departments;
 mod domain_join;
 pub(crate) mod machines;
@@ -23,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/images", get(chunks::images_list))
         .route("/images/{reference}", get(chunks::image_resolve))
         .route("/images/{reference}/remove", post(crate::store::image_remove))
+        .route("/images/{reference}/capture", post(capture::image_capture))
         .route("/chunks", post(chunks::chunks_stream))
         .route("/machines", get(machines::machines_list).post(machines::machine_add))
         .route("/machines/{id}", get(machines::machine_show).patch(machines::machine_edit))

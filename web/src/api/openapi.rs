@@ -58,6 +58,8 @@ pub enum Reply {
     Json(&'static str),
     /// 201 Created with this schema.
     Created(&'static str),
+    /// 202 Accepted with this schema: the work goes on in the background.
+    Accepted(&'static str),
     /// 200 with bytes of this content type.
     Bytes(&'static str),
     /// 200, a server-sent event stream.
@@ -81,7 +83,7 @@ pub struct Route {
 
 use Access::{Agent, Password, Public, User};
 use Body::{Json as JsonBody, Optional};
-use Reply::{Bytes, Created, Events, Json as Answer};
+use Reply::{Accepted, Bytes, Created, Events, Json as Answer};
 
 const RO: Access = User("readonly");
 const TECH: Access = User("technician");
@@ -101,6 +103,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/images/{reference}", tag: "images", summary: "Resolve name, name@version or digest prefix to a manifest digest (a technician's token, or the agent session of a task deploying it)", access: RO, params: &[], body: NONE, reply: Answer("Resolved"), errors: &[400, 404] },
     Route { method: "post", path: "/images/{reference}/remove", tag: "images", summary: "Remove an image name (name@version: one version; name: all); refused (409, naming them) while a department names it or an active task deploys it, unless force. Journaled", access: ADMIN,
         params: &[], body: Optional("ImageRemoveRequest"), reply: Answer("Removal"), errors: &[404, 409] },
+    Route { method: "post", path: "/images/{reference}/capture", tag: "images", summary: "Capture a raw disk image kept on the appliance (<data>/reference/SOURCE: a reference PC built as a virtual machine) as a new version of this image name: the pre-flight gate first (422 with the findings, as data and as a table, when it refuses: hibernated, Fast Startup, dirty, BitLocker, not generalized…), then the capture in the background, ending in the journal (image.capture or image.capture.failed). Journaled", access: ADMIN,
+        params: &[], body: JsonBody("CaptureRequest"), reply: Accepted("CaptureStarted"), errors: &[404, 422] },
     Route { method: "post", path: "/chunks", tag: "images", summary: "Many chunks in one response: frames of digest (32 bytes), length (u32 BE), stored zstd bytes (a technician's token or a running task's agent session)", access: RO,
         params: &[], body: JsonBody("ChunksRequest"), reply: Bytes("application/x-parc-chunks"), errors: &[404] },
     Route { method: "get", path: "/machines", tag: "machines", summary: "Machines (inventory and discovered), filtered and paged", access: RO, body: NONE, reply: Answer("MachineList"),
@@ -188,6 +192,7 @@ fn reason(code: u16) -> &'static str {
         403 => "the caller's role does not allow this",
         404 => "unknown machine, task, department or image",
         409 => "conflict with the current state; the error says which",
+        422 => "refused by a check before anything was done: the findings say why and what to do",
         413 => "request body too large",
         429 => "too many requests: wait and try again",
         500 => "internal fault: the details are in the appliance's log",
@@ -248,6 +253,11 @@ pub fn spec() -> Value {
         let (status, description, content) = match r.reply {
             Answer(name) => ("200", "success", json!({ "application/json": { "schema": schemas::r(name) } })),
             Created(name) => ("201", "created", json!({ "application/json": { "schema": schemas::r(name) } })),
+            Accepted(name) => (
+                "202",
+                "accepted: it goes on in the background",
+                json!({ "application/json": { "schema": schemas::r(name) } }),
+            ),
             Bytes(ty) => ("200", "success", json!({ ty: { "schema": { "type": "string", "format": "binary" } } })),
             Events => (
                 "200",
@@ -261,7 +271,8 @@ pub fn spec() -> Value {
         }
         responses.insert(status.into(), success);
         for c in codes(r) {
-            responses.insert(c.to_string(), json!({ "description": reason(c), "content": { "application/json": { "schema": schemas::r("Error") } } }));
+            let schema = if c == 422 { "CaptureRefused" } else { "Error" };
+            responses.insert(c.to_string(), json!({ "description": reason(c), "content": { "application/json": { "schema": schemas::r(schema) } } }));
         }
         let mut op = json!({
             "tags": [r.tag],

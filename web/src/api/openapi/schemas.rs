@@ -518,7 +518,44 @@ pub fn components() -> Value {
         json!({ "type": "object", "required": ["openapi", "info", "paths"], "properties": { "openapi": { "type": "string" } } }),
     );
 
+    let finding = answer(&[
+        ("partition", count()),
+        ("check", string()),
+        ("severity", one_of(&["refuse", "warn"])),
+        ("message", described(string(), "what was found and what to do")),
+    ]);
+    add("Finding", finding);
+    add(
+        "CaptureStarted",
+        answer(&[
+            ("accepted", boolean()),
+            ("source", string()),
+            ("name", string()),
+            ("warnings", array(r("Finding"))),
+            ("message", string()),
+        ]),
+    );
+    add(
+        "CaptureRefused",
+        answer(&[
+            ("error", string()),
+            ("findings", array(r("Finding"))),
+            ("table", described(string(), "the findings as the table `parc image capture` prints")),
+        ]),
+    );
+
     // Requests.
+    add(
+        "CaptureRequest",
+        request(&[
+            ("source", true, described(string(), "a raw disk image's file name in <data>/reference/")),
+            (
+                "allow_not_generalized",
+                false,
+                described(boolean(), "capture a Windows sysprep did not generalize: a warning instead of a refusal"),
+            ),
+        ]),
+    );
     add(
         "ImageRemoveRequest",
         request(&[
