@@ -426,7 +426,8 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     let token = token_of(&script);
     assert!(script.contains("parc.mode=task"), "{script}");
     let hw = json!({ "mac": mac, "serial": "CZC1234XYZ", "uuid": "4c4c4544-0042", "model": "HP EliteDesk 800 G6", "memory_bytes": 8u64 << 30,
-                     "disks": [{ "name": "nvme0n1", "size_bytes": 256_060_514_304u64, "bus": "nvme", "removable": false, "serial": "S4EWNX0R" }] });
+                     "disks": [{ "name": "nvme0n1", "size_bytes": 256_060_514_304u64, "bus": "nvme", "removable": false, "serial": "S4EWNX0R" }],
+                     "firmware": { "uefi": true, "secure_boot": true } });
     let (s, hello) = Api::new(&a.srv.url, Some(&token)).post("/api/v1/agent/hello", hw.clone());
     assert_eq!(s, 200, "{hello}");
     let agent = Api::new(&a.srv.url, Some(hello["session_token"].as_str().unwrap()));
@@ -458,6 +459,7 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     let (_, m) = admin.get(&format!("/api/v1/machines/{mac}"));
     assert_eq!(m["status"], "failed");
     assert_eq!(m["model"], "HP EliteDesk 800 G6");
+    assert_eq!(m["firmware"], json!({ "uefi": true, "secure_boot": true }), "{m}");
 
     // Reimage: a new task and a new token; the old token no longer works for it.
     let (s, r) = admin.post(&format!("/api/v1/machines/{mac}/reimage"), json!({ "reason": "retry after failure" }));

@@ -426,6 +426,8 @@ fn pcs_are_installed_moved_and_replaced_end_to_end() {
     let m = a.machine(mac1);
     assert_eq!(m["status"], "installed", "{m}");
     assert_eq!(m["image_digest"], a.image_digest.as_str(), "{m}");
+    // The agent said how the PC booted: SeaBIOS, no UEFI.
+    assert_eq!(m["firmware"], serde_json::json!({ "uefi": false, "secure_boot": null }), "{m}");
     let hostname = m["hostname"].as_str().unwrap().to_string();
     assert_eq!(hostname, "RAD-0001");
     let install_fetched = fetched_bytes(&a.last_task(mac1));
@@ -482,6 +484,9 @@ fn pcs_are_installed_moved_and_replaced_end_to_end() {
     replace.assert_succeeded("replace (UEFI)");
     let m2 = a.machine(mac2);
     assert_eq!((m2["hostname"].as_str(), m2["department"].as_str()), (Some("URG-0001"), Some("urgences")), "{m2}");
+    // OVMF without its Secure Boot build: UEFI, Secure Boot off (read from efivarfs).
+    assert_eq!(m2["firmware"], serde_json::json!({ "uefi": true, "secure_boot": false }), "{m2}");
+    say(&format!("UEFI PC's firmware as its agent reported it: {}", m2["firmware"]));
     assert_eq!(a.machine(mac1)["status"], "retired");
     a.check_installed_disk(pc2.disk.as_ref().unwrap(), "URG-0001", "urgences");
     let up = a.boot_installed(&pc2, "first-boot", "URG-0001");

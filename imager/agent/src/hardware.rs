@@ -15,6 +15,36 @@ pub struct Hardware {
     pub model: Option<String>,
     pub memory_bytes: u64,
     pub disks: Vec<DiskInfo>,
+    pub firmware: Firmware,
+}
+
+/// How the machine booted: UEFI or legacy BIOS, and UEFI's Secure Boot state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Firmware {
+    pub uefi: bool,
+    /// `None`: UEFI, but its variables could not be read (efivarfs not mounted).
+    pub secure_boot: Option<bool>,
+}
+
+/// The global variable GUID UEFI's `SecureBoot` variable lives under.
+const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d0-aae4-00e098032b8c";
+
+/// `/sys/firmware/efi` exists on a UEFI boot; efivarfs shows each variable as 4 bytes of
+/// attributes then its value (`SecureBoot`: one byte, 1 = on). A firmware without the variable
+/// does not enforce Secure Boot.
+pub fn firmware(root: &Path) -> Firmware {
+    let efi = root.join("sys/firmware/efi");
+    if !efi.is_dir() {
+        return Firmware { uefi: false, secure_boot: None };
+    }
+    let vars = efi.join("efivars");
+    let mounted = std::fs::read_dir(&vars).is_ok_and(|mut d| d.next().is_some());
+    let secure_boot = match std::fs::read(vars.join(SECURE_BOOT_VAR)) {
+        Ok(v) => v.get(4).map(|&b| b == 1),
+        Err(_) if mounted => Some(false),
+        Err(_) => None,
+    };
+    Firmware { uefi: true, secure_boot }
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -48,6 +78,7 @@ pub fn probe(root: &Path, mac: &str) -> Hardware {
         model,
         memory_bytes,
         disks: disks(root),
+        firmware: firmware(root),
     }
 }
 
@@ -135,5 +166,14 @@ mod tests {
         assert_eq!(h.disks[0].serial.as_deref(), Some("S4EWNX0R"));
         assert_eq!((h.disks[0].bus.as_str(), h.disks[1].bus.as_str()), ("nvme", "virtio"));
         assert_eq!(h.disks[0].size_bytes, 500118192 * 512);
+        assert_eq!(h.firmware, Firmware { uefi: false, secure_boot: None }, "no /sys/firmware/efi: BIOS");
+        std::fs::create_dir_all(r.join("sys/firmware/efi/efivars")).unwrap();
+        assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: None }, "efivarfs not mounted: unknown");
+        w("sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d0-aae4-00e098032b8c", "\x07\0\0\0\0\0");
+        assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: Some(false) }, "no SecureBoot variable: off");
+        std::fs::write(r.join("sys/firmware/efi/efivars").join(SECURE_BOOT_VAR), [6, 0, 0, 0, 1]).unwrap();
+        assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: Some(true) });
+        std::fs::write(r.join("sys/firmware/efi/efivars").join(SECURE_BOOT_VAR), [6, 0, 0, 0, 0]).unwrap();
+        assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: Some(false) });
     }
 }

@@ -31,6 +31,8 @@ pub struct MachineView {
     pub etag: Option<String>,
     pub model: Option<String>,
     pub memory_bytes: Option<u64>,
+    /// How it booted the agent last: UEFI or BIOS, Secure Boot on or off.
+    pub firmware: Option<crate::db::Firmware>,
     pub ip: Option<String>,
     pub last_seen: Option<i64>,
     pub image_digest: Option<String>,
@@ -87,6 +89,7 @@ pub fn view(inv: Option<&Machine>, hw: Option<&MachineState>, last: Option<&Task
         etag: inv.map(machine_etag),
         model: hw.and_then(|h| h.model.clone()),
         memory_bytes: hw.and_then(|h| h.memory_bytes),
+        firmware: hw.and_then(|h| h.firmware),
         ip: hw.and_then(|h| h.ip.clone()),
         last_seen: hw.and_then(|h| h.last_seen),
         image_digest: hw.and_then(|h| h.image_digest.clone()),

@@ -149,12 +149,14 @@ async fn login_sessions_csrf_roles_and_escaping() {
                 model: Some("<script>alert(1)</script>".into()),
                 memory_bytes: 0,
                 disks: vec![],
+                firmware: Some(crate::db::Firmware { uefi: true, secure_boot: Some(true) }),
             },
             None,
         )
         .unwrap();
     let page = send(&st, "GET", "/machines/52:54:00:00:00:01", &alice, None).await;
     assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("UEFI, Secure Boot"), "the firmware line: {}", page.body);
     assert!(!page.body.contains("<script>alert(1)"), "model not escaped");
     assert!(
         page.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || page.body.contains("&lt;script&gt;alert(1)"),

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_directory_users.sql"),
     include_str!("migrations/0008_machine_secrets.sql"),
     include_str!("migrations/0009_domain_accounts.sql"),
+    include_str!("migrations/0010_firmware.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -137,12 +138,13 @@ impl Db {
     pub fn record_hello(&self, h: &Hardware, ip: Option<&str>) -> Result<(), DbError> {
         let now = now_ms();
         let disks = serde_json::to_string(&h.disks).expect("serialisable");
+        let firmware = h.firmware.map(|f| serde_json::to_string(&f).expect("serialisable"));
         self.conn().execute(
-            "INSERT INTO machines (mac, serial, uuid, model, memory_bytes, disks, ip, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+            "INSERT INTO machines (mac, serial, uuid, model, memory_bytes, disks, ip, first_seen, last_seen, firmware)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
              ON CONFLICT(mac) DO UPDATE SET serial = ?2, uuid = ?3, model = ?4, memory_bytes = ?5, disks = ?6,
-                 ip = ?7, last_seen = ?8",
-            params![h.mac, h.serial, h.uuid, h.model, h.memory_bytes as i64, disks, ip, now],
+                 ip = ?7, last_seen = ?8, firmware = ?9",
+            params![h.mac, h.serial, h.uuid, h.model, h.memory_bytes as i64, disks, ip, now, firmware],
         )?;
         Ok(())
     }
@@ -151,7 +153,7 @@ impl Db {
         let conn = self.conn();
         conn.query_row(
             "SELECT mac, serial, uuid, model, memory_bytes, disks, ip, first_seen, last_seen, image_digest,
-                    installed_at, first_boot_at FROM machines WHERE mac = ?1",
+                    installed_at, first_boot_at, firmware FROM machines WHERE mac = ?1",
             [mac],
             machine_row,
         )
@@ -164,7 +166,7 @@ impl Db {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT mac, serial, uuid, model, memory_bytes, disks, ip, first_seen, last_seen, image_digest,
-                    installed_at, first_boot_at FROM machines",
+                    installed_at, first_boot_at, firmware FROM machines",
         )?;
         let rows = stmt.query_map([], machine_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -211,6 +213,7 @@ fn machine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MachineState> {
         image_digest: r.get(9)?,
         installed_at: r.get(10)?,
         first_boot_at: r.get(11)?,
+        firmware: r.get::<_, Option<String>>(12)?.and_then(|f| serde_json::from_str(&f).ok()),
     })
 }
 
@@ -266,6 +269,18 @@ pub struct Hardware {
     pub memory_bytes: u64,
     #[serde(default)]
     pub disks: Vec<DiskInfo>,
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
+}
+
+/// How the machine booted the agent: UEFI or BIOS, and UEFI's Secure Boot state (`None`: not
+/// known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    pub uefi: bool,
+    #[serde(default)]
+    pub secure_boot: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -299,6 +314,7 @@ pub struct MachineState {
     pub image_digest: Option<String>,
     pub installed_at: Option<i64>,
     pub first_boot_at: Option<i64>,
+    pub firmware: Option<Firmware>,
 }
 
 #[cfg(test)]

@@ -236,6 +236,16 @@ pub fn components() -> Value {
             ("message", string()),
         ]),
     );
+    add(
+        "Firmware",
+        answer(&[
+            ("uefi", described(boolean(), "false: legacy BIOS")),
+            (
+                "secure_boot",
+                described(null_or(boolean()), "UEFI Secure Boot; null: not known (BIOS, or variables unreadable)"),
+            ),
+        ]),
+    );
     let machine = answer(&[
         ("mac", string()),
         ("hostname", string()),
@@ -249,6 +259,7 @@ pub fn components() -> Value {
         ("etag", described(null_or(string()), "send it back as If-Match to edit")),
         ("model", null_or(string())),
         ("memory_bytes", null_or(count())),
+        ("firmware", described(null_or(r("Firmware")), "how it booted the agent last (null: no agent has run on it)")),
         ("ip", null_or(string())),
         ("last_seen", null_or(time_ms())),
         ("image_digest", null_or(string())),
@@ -788,8 +799,10 @@ pub fn components() -> Value {
             ("model", false, null_or(text(200))),
             ("memory_bytes", false, count()),
             ("disks", false, json!({ "type": "array", "maxItems": 64, "items": r("HelloDisk") })),
+            ("firmware", false, null_or(r("HelloFirmware"))),
         ]),
     );
+    add("HelloFirmware", request(&[("uefi", true, boolean()), ("secure_boot", false, null_or(boolean()))]));
     add(
         "ProgressReport",
         request(&[

@@ -181,6 +181,20 @@ impl MachinesPage {
 }
 
 impl MachinePage {
+    /// "UEFI, Secure Boot on", "BIOS (legacy)"…; empty when no agent reported it.
+    pub fn firmware(&self) -> String {
+        let key = match self.m.machine.firmware {
+            None => return String::new(),
+            Some(f) if !f.uefi => "fw.bios",
+            Some(f) => match f.secure_boot {
+                Some(true) => "fw.sb_on",
+                Some(false) => "fw.sb_off",
+                None => "fw.sb_unknown",
+            },
+        };
+        self.ctx.t(key).to_string()
+    }
+
     /// What a commit says about this machine: its summary, the lines that name the machine
     /// (a batch commit lists thousands), and its reason and author lines.
     pub fn commit_lines(&self, c: &parc_profiles::CommitInfo) -> Vec<String> {
