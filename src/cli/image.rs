@@ -95,7 +95,7 @@ pub struct DeployArgs {
     wipe: bool,
     /// On a larger target, grow the last partition and its file system (ext2/3/4 with
     /// e2fsck and resize2fs, NTFS with ntfsresize) to the end of the target. A smaller target
-    /// is always taken when every block the last file system uses fits (ext2/3/4: resize2fs).
+    /// is always taken when everything the last partition (ext2/3/4 or NTFS) stores fits.
     #[arg(long)]
     grow: bool,
     #[command(flatten)]
@@ -536,10 +536,7 @@ fn deploy_fitting(
     opts: DeployOptions,
     progress: &CliProgress,
 ) -> Result<deploy::DeployReport> {
-    let digest = source.resolve(reference)?;
-    let manifest = Manifest::decode(&source.read_manifest(&digest)?, Some(digest))?;
-    let disk = parc_imager::blockdev::Disk::open_write(target, manifest.disk.size)
-        .with_context(|| format!("opening {}", target.display()))?;
+    let (manifest, disk) = deploy::open_target(source, reference, target)?;
     let verify = opts.verify;
     let req = deploy::Request { source, image: reference, manifest: &manifest, disk: &disk, target, progress };
     let mut d = deploy::Deployment::new(req, opts)?;

@@ -41,11 +41,11 @@ pub fn resize_file_system(disk: &Path, g: &Resize, work: &Path) -> Result<String
         .map_err(|e| fail(format!("attaching a loop device over {}: {e}", disk.display())))?;
     let path = dev.path.to_string_lossy().into_owned();
     // e2fsck: 0 clean, 1 errors corrected; anything else leaves a file system not to trust.
-    let e2fsck = |when: &str| -> Result<bool, ResizeError> {
+    let e2fsck = |when: &str| -> Result<&'static str, ResizeError> {
         let check = run("e2fsck", &["-f", "-p", &path]).map_err(fail)?;
         match check.status.code() {
-            Some(0) => Ok(false),
-            Some(1) => Ok(true),
+            Some(0) => Ok("e2fsck"),
+            Some(1) => Ok("e2fsck corrected errors"),
             _ => Err(fail(format!("e2fsck -f -p {when} found errors it did not correct: {}", tail(&check)))),
         }
     };
@@ -61,20 +61,12 @@ pub fn resize_file_system(disk: &Path, g: &Resize, work: &Path) -> Result<String
     let tools = match g.fs {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 if shrink => {
             tool("resize2fs", &["-f", &path])?;
-            if e2fsck("after resize2fs")? {
-                "resize2fs, e2fsck corrected errors".into()
-            } else {
-                "resize2fs, e2fsck".into()
-            }
+            format!("resize2fs, {}", e2fsck("after resize2fs")?)
         }
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            let corrected = e2fsck("before resize2fs")?;
+            let checked = e2fsck("before resize2fs")?;
             tool("resize2fs", &[&path])?;
-            if corrected {
-                "e2fsck corrected errors, resize2fs".into()
-            } else {
-                "e2fsck, resize2fs".into()
-            }
+            format!("{checked}, resize2fs")
         }
         FsKind::Ntfs if shrink => {
             // ntfsresize refuses a volume larger than its device: it is shown the volume's full

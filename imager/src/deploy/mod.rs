@@ -173,19 +173,14 @@ impl std::fmt::Debug for Deployment<'_> {
     }
 }
 
-/// Resolves `reference` in `source` and deploys it to the file or device at `target`.
-pub fn deploy_path(
-    source: &dyn ChunkSource,
-    reference: &str,
-    target: &Path,
-    opts: &DeployOptions,
-    progress: &dyn Progress,
-) -> Result<DeployReport, Error> {
+/// Resolves `reference` in `source`: its manifest, checked, and the file or device at `target`
+/// opened for writing (a missing file is created at the image's size).
+pub fn open_target(source: &dyn ChunkSource, reference: &str, target: &Path) -> Result<(Manifest, Disk), Error> {
     let digest = source.resolve(reference)?;
     let manifest = Manifest::decode(&source.read_manifest(&digest)?, Some(digest))?;
     let disk = Disk::open_write(target, manifest.disk.size)
         .map_err(|source| Error::Target { path: target.to_path_buf(), source })?;
-    deploy(Request { source, image: reference, manifest: &manifest, disk: &disk, target, progress }, opts.clone())
+    Ok((manifest, disk))
 }
 
 /// Every phase in order, nothing between the body and the boot area.

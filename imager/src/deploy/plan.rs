@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use crate::digest::Digest;
 use crate::format::table::TableKind;
-use crate::format::{Chunk, Manifest};
+use crate::format::{Chunk, Manifest, Partition};
 use crate::fs::{complement, normalize, FsKind, MapMethod};
 
 /// Windows' recovery partition (GPT type): it stays as the image has it.
@@ -110,20 +110,49 @@ fn tail(manifest: &Manifest) -> u64 {
     }
 }
 
-fn last_partition(manifest: &Manifest) -> Option<&crate::format::manifest::Partition> {
+fn last_partition(manifest: &Manifest) -> Option<&Partition> {
     manifest.partitions.iter().max_by_key(|p| p.start + p.length)
+}
+
+/// Whether parc can resize this file system (ext2/3/4 with e2fsprogs, NTFS with ntfsresize).
+fn resizable(fs: FsKind) -> bool {
+    matches!(fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs)
+}
+
+/// The last partition, when the table lets its end move: a GPT or primary MBR partition that
+/// no data of the image follows.
+fn movable_last(manifest: &Manifest) -> Result<&Partition, String> {
+    let last = last_partition(manifest).ok_or("the image has no partition")?;
+    match manifest.table {
+        TableKind::None => return Err("the image has no partition table".into()),
+        TableKind::Mbr if last.number > 4 => {
+            return Err(format!("partition {} is a logical MBR partition", last.number))
+        }
+        _ => {}
+    }
+    let end = last.start + last.length;
+    if manifest.gaps.iter().flat_map(|g| g.chunks.iter()).any(|c| c.offset() >= end) {
+        return Err("the image holds data after its last partition".into());
+    }
+    Ok(last)
+}
+
+/// `last` ending at `new_end` on the target.
+fn resized(last: &Partition, new_end: u64) -> Resize {
+    Resize {
+        number: last.number,
+        fs: last.fs,
+        start: last.start,
+        image_length: last.length,
+        length: new_end - last.start,
+    }
 }
 
 /// Where the last partition's used blocks end (rounded up to the alignment), if it may shrink.
 fn shrink_floor(manifest: &Manifest) -> Result<u64, String> {
-    let last = last_partition(manifest).ok_or("the image has no partition")?;
+    let last = movable_last(manifest)?;
     let n = last.number;
-    match manifest.table {
-        TableKind::None => return Err("the image has no partition table".into()),
-        TableKind::Mbr if n > 4 => return Err(format!("partition {n} is a logical MBR partition")),
-        _ => {}
-    }
-    if !matches!(last.fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs) {
+    if !resizable(last.fs) {
         return Err(format!(
             "its last partition ({n}, {:?}) cannot be shrunk by parc, which shrinks ext2/3/4 and NTFS only",
             last.fs
@@ -133,10 +162,6 @@ fn shrink_floor(manifest: &Manifest) -> Result<u64, String> {
         return Err(format!(
             "partition {n}'s used blocks were found by a scan for non-zero data, not read from its file system"
         ));
-    }
-    let end = last.start + last.length;
-    if manifest.gaps.iter().flat_map(|g| g.chunks.iter()).any(|c| c.offset() >= end) {
-        return Err("the image holds data after its last partition".into());
     }
     let used_end = last
         .chunks
@@ -161,7 +186,7 @@ fn shrink_floor(manifest: &Manifest) -> Result<u64, String> {
 /// NTFS's last sectors, past its last whole cluster (the backup boot sector): a chunk of only
 /// those is written again by ntfsresize at the volume's new end, so it does not hold the
 /// partition at its size. A chunk that also holds a used cluster does.
-fn recreated_by_resize(p: &crate::format::manifest::Partition, c: &Chunk) -> bool {
+fn recreated_by_resize(p: &Partition, c: &Chunk) -> bool {
     let end = p.start + p.length;
     p.fs == FsKind::Ntfs && matches!(c.at.as_slice(), [[o, l]] if o + l == end && *l <= p.block_size)
 }
@@ -177,7 +202,7 @@ pub fn smallest_target(manifest: &Manifest) -> u64 {
 
 fn plan_shrink(manifest: &Manifest, target_size: u64) -> Result<Resize, String> {
     let floor = shrink_floor(manifest)?;
-    let last = last_partition(manifest).ok_or("the image has no partition")?;
+    let last = movable_last(manifest)?;
     let new_end = target_size.saturating_sub(tail(manifest)) / GROW_ALIGN * GROW_ALIGN;
     if new_end < floor {
         return Err(format!(
@@ -186,13 +211,7 @@ fn plan_shrink(manifest: &Manifest, target_size: u64) -> Result<Resize, String> 
             floor + tail(manifest)
         ));
     }
-    Ok(Resize {
-        number: last.number,
-        fs: last.fs,
-        start: last.start,
-        image_length: last.length,
-        length: new_end - last.start,
-    })
+    Ok(resized(last, new_end))
 }
 
 /// Where the last partition of `manifest` may end on a target of `target_size` bytes, or why
@@ -201,40 +220,29 @@ fn plan_grow(manifest: &Manifest, target_size: u64) -> Option<Result<Resize, Str
     if target_size <= manifest.disk.size {
         return None;
     }
-    let last = last_partition(manifest)?;
+    let last = match movable_last(manifest) {
+        Ok(last) => last,
+        Err(why) => return Some(Err(format!("the last partition keeps its size: {why}"))),
+    };
     let end = last.start + last.length;
     let ss = u64::from(manifest.disk.logical_sector_size);
     let limit = match manifest.table {
-        TableKind::None => return Some(Err("the image has no partition table".into())),
-        TableKind::Mbr if last.number > 4 => {
-            return Some(Err(format!("partition {} is a logical MBR partition", last.number)))
-        }
         // The 32-bit sector count of an MBR entry.
         TableKind::Mbr => target_size.min(last.start + u64::from(u32::MAX) * ss),
-        TableKind::Gpt => target_size - tail(manifest),
+        _ => target_size - tail(manifest),
     };
     let new_end = limit / GROW_ALIGN * GROW_ALIGN;
     let keeps = |why: String| Some(Err(format!("partition {} keeps its size: {why}", last.number)));
-    if !matches!(last.fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs) {
+    if !resizable(last.fs) {
         return keeps(format!("parc grows ext2/3/4 and NTFS, not {:?}", last.fs));
     }
     if last.type_id == WINDOWS_RECOVERY || last.type_id == MBR_RECOVERY {
         return keeps("it is Windows' recovery partition, which must stay after the system partition".into());
     }
-    let beyond = manifest.gaps.iter().flat_map(|g| g.chunks.iter()).any(|c| c.offset() >= end);
-    if beyond {
-        return keeps("the image holds data after it".into());
-    }
     if new_end < end + GROW_ALIGN {
         return None;
     }
-    Some(Ok(Resize {
-        number: last.number,
-        fs: last.fs,
-        start: last.start,
-        image_length: last.length,
-        length: new_end - last.start,
-    }))
+    Some(Ok(resized(last, new_end)))
 }
 
 impl<'m> Plan<'m> {
@@ -315,11 +323,11 @@ impl<'m> Plan<'m> {
             .collect();
         let body_zeros = intersect(&zeros, &complement(&disarm, 0..target_size));
         let held_zeros = intersect(&zeros, &disarm);
-        let (resize, grow_skipped) = match fit.grow.then(|| plan_grow(manifest, target_size)).flatten() {
-            _ if shrink.is_some() => (shrink, None),
+        let grow = if shrink.is_some() || !fit.grow { None } else { plan_grow(manifest, target_size) };
+        let (resize, grow_skipped) = match grow {
             Some(Ok(g)) => (Some(g), None),
             Some(Err(why)) => (None, Some(why)),
-            None => (None, None),
+            None => (shrink, None),
         };
         Ok(Plan { items, boot_items, disarm, body_zeros, held_zeros, relocate, resize, grow_skipped })
     }
