@@ -21,6 +21,6 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    tftp::run(socket, root.into(), tftp::TftpConfig::default(), None, shutdown).await?;
+    tftp::run(socket, std::path::PathBuf::from(root), tftp::TftpConfig::default(), None, shutdown).await?;
     Ok(())
 }

@@ -100,23 +100,38 @@ pub struct Client {
     pub ipxe: bool,
 }
 
-/// The UEFI loader to chain into iPXE with.
+/// The loader UEFI PXE clients get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UefiLoader {
-    /// `snponly.efi`: uses the firmware's network driver; starts in 0.03 s under TCG where
-    /// `ipxe.efi` spends about 4 s re-initialising the NIC.
+    /// Debian's shim (signed by Microsoft's UEFI CA), then Debian's signed GRUB and kernel
+    /// (see [`crate::grub`]): boots with Secure Boot on or off, so no PC's firmware settings
+    /// need changing.
     #[default]
+    Shim,
+    /// `snponly.efi` (iPXE over the firmware's network driver): Secure Boot must be off.
     SnpOnly,
-    /// `ipxe.efi`: iPXE's own drivers, for firmware whose SNP driver misbehaves.
+    /// `ipxe.efi`: iPXE's own drivers, for firmware whose SNP driver misbehaves; Secure Boot off.
     Ipxe,
 }
 
 impl UefiLoader {
-    /// The file name in Debian's `ipxe` package (`/usr/lib/ipxe`).
+    /// The TFTP name: `netboot/shimx64.efi` (built by `iso/build-netboot`), or the file name in
+    /// Debian's `ipxe` package (`/usr/lib/ipxe`). Shim fetches `grubx64.efi` from the same
+    /// directory.
     pub const fn file_name(self) -> &'static str {
         match self {
+            Self::Shim => "netboot/shimx64.efi",
             Self::SnpOnly => "snponly.efi",
             Self::Ipxe => "ipxe.efi",
+        }
+    }
+
+    /// The iPXE loader UEFI HTTP boot clients get: Debian's signed GRUB speaks no HTTP, so
+    /// HTTP boot goes through iPXE (Secure Boot off) whatever the PXE loader is.
+    pub const fn http_boot_file_name(self) -> &'static str {
+        match self {
+            Self::Ipxe => "ipxe.efi",
+            Self::Shim | Self::SnpOnly => "snponly.efi",
         }
     }
 }
@@ -189,9 +204,10 @@ pub fn choose(config: &Config, client: &Client) -> Option<Boot> {
         (VendorClass::Pxe, Arch::EfiX64 | Arch::EfiX64Alt) => {
             Some(Boot::Tftp(config.uefi_loader.file_name().to_owned()))
         }
-        (VendorClass::Http, Arch::EfiX64Http) => {
-            Some(Boot::Http { url: format!("{base}/ipxe/{}", config.uefi_loader.file_name()), http_client: true })
-        }
+        (VendorClass::Http, Arch::EfiX64Http) => Some(Boot::Http {
+            url: format!("{base}/ipxe/{}", config.uefi_loader.http_boot_file_name()),
+            http_client: true,
+        }),
         _ => None,
     }
 }
@@ -204,6 +220,7 @@ mod tests {
     fn boot_choice_table() {
         let cfg = Config { http_base: "http://10.77.0.1:8080/".into(), uefi_loader: UefiLoader::SnpOnly };
         let ipxe_cfg = Config { uefi_loader: UefiLoader::Ipxe, ..cfg.clone() };
+        let shim_cfg = Config { uefi_loader: UefiLoader::Shim, ..cfg.clone() };
         let tftp = |f: &str| Some(Boot::Tftp(f.into()));
         let script = Some(Boot::Http { url: "http://10.77.0.1:8080/boot.ipxe".into(), http_client: false });
         let c = |arch: Option<u16>, vendor, ipxe| Client { arch: arch.map(Arch::from_code), vendor, ipxe };
@@ -215,6 +232,14 @@ mod tests {
             ("uefi x64 firmware (7)", &cfg, c(Some(7), Pxe, false), tftp("snponly.efi")),
             ("uefi x64 firmware (9)", &cfg, c(Some(9), Pxe, false), tftp("snponly.efi")),
             ("uefi firmware, ipxe.efi configured", &ipxe_cfg, c(Some(7), Pxe, false), tftp("ipxe.efi")),
+            ("uefi firmware, shim (the default)", &shim_cfg, c(Some(7), Pxe, false), tftp("netboot/shimx64.efi")),
+            ("uefi firmware (9), shim", &shim_cfg, c(Some(9), Pxe, false), tftp("netboot/shimx64.efi")),
+            (
+                "http client, shim configured: iPXE over HTTP",
+                &shim_cfg,
+                c(Some(16), Http, false),
+                Some(Boot::Http { url: "http://10.77.0.1:8080/ipxe/snponly.efi".into(), http_client: true }),
+            ),
             ("firmware ipxe (uefi second stage)", &cfg, c(Some(7), Pxe, true), script.clone()),
             (
                 "http client",

@@ -106,19 +106,13 @@ pub fn decide(state: &BootState) -> Decision {
 pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
     let base = &state.http_base;
     match decision {
-        Decision::Agent { mode, token } => {
-            let token = token.as_ref().map(|t| format!(" parc.token={t}")).unwrap_or_default();
-            let why = match *mode {
-                "failed" => ": its last deployment did not finish, so its disk is not booted",
-                _ => "",
-            };
-            format!(
-                "#!ipxe\necho parc: booting the agent ({mode}) for {mac}{why}\n\
-                 kernel {base}/netboot/vmlinuz initrd=initrd parc.server={base} parc.mac={mac} parc.mode={mode}{token} \
-                 console=tty0 console=ttyS0,115200 quiet\n\
-                 initrd --name initrd {base}/netboot/initrd\nboot\n"
-            )
-        }
+        Decision::Agent { mode, token } => format!(
+            "#!ipxe\necho {}\n\
+             kernel {base}/netboot/vmlinuz initrd=initrd {}\n\
+             initrd --name initrd {base}/netboot/initrd\nboot\n",
+            agent_banner(mac, mode),
+            agent_arguments(base, mac, mode, token.as_deref())
+        ),
         // UEFI: a boot option that returns success sends the firmware to its boot manager menu
         // (UEFI spec 3.1.1; OVMF does), one that fails makes it try the next option, the disk.
         // BIOS: iPXE boots the first hard disk itself.
@@ -132,6 +126,21 @@ pub fn render(state: &BootState, mac: Mac, decision: &Decision) -> String {
              chain --replace {base}/boot.ipxe?mac={mac}\n"
         ),
     }
+}
+
+/// What the machine's screen says as the agent boots (iPXE and GRUB alike).
+pub(crate) fn agent_banner(mac: Mac, mode: &str) -> String {
+    let why = match mode {
+        "failed" => ": its last deployment did not finish, so its disk is not booted",
+        _ => "",
+    };
+    format!("parc: booting the agent ({mode}) for {mac}{why}")
+}
+
+/// The agent's kernel arguments: the server, the machine, the mode and the boot credential.
+pub(crate) fn agent_arguments(base: &str, mac: Mac, mode: &str, token: Option<&str>) -> String {
+    let token = token.map(|t| format!(" parc.token={t}")).unwrap_or_default();
+    format!("parc.server={base} parc.mac={mac} parc.mode={mode}{token} console=tty0 console=ttyS0,115200 quiet")
 }
 
 /// The script for a request without `mac`: the DHCP boot file is a plain URL, so iPXE is asked

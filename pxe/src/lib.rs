@@ -2,6 +2,7 @@
 //!
 //! - [`boot`]: who is asking → what to boot (pure, table-driven).
 //! - [`ipxe`]: the per-machine iPXE script behind `GET /boot.ipxe` (pure).
+//! - [`grub`]: the Secure Boot chain's GRUB scripts, served over TFTP (pure).
 //! - [`dhcp`]: DHCP and ProxyDHCP as pure code (`handle(&config, &leases, request, now)`).
 //! - [`tftp`]: TFTP as pure code (packets, options, path resolution, one transfer as a state
 //!   machine).
@@ -11,6 +12,7 @@
 
 pub mod boot;
 pub mod dhcp;
+pub mod grub;
 pub mod ipxe;
 pub mod server;
 pub mod sightings;

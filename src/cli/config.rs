@@ -68,8 +68,9 @@ pub const DEFAULT_TOML: &str = r#"# parc appliance settings. Flags given to `par
 # dhcp_range = "10.77.0.100-10.77.0.199"
 # Directory served over TFTP: Debian's iPXE binaries (package ipxe).
 # tftp_root = "/usr/lib/ipxe"
-# Loader for UEFI PXE clients: "snponly" (starts ~4 s faster) or "ipxe" (its own NIC drivers).
-# uefi_loader = "snponly"
+# Loader for UEFI PXE clients: "shim" (Debian's signed shim, GRUB and kernel: boots with
+# Secure Boot on or off), or iPXE with Secure Boot off: "snponly" or "ipxe" (its own NIC drivers).
+# uefi_loader = "shim"
 # Networks whose routers may relay DHCP to parc (their address is the request's giaddr), and
 # whose clients may ask the boot server directly. Requests relayed from anywhere else get no
 # answer. The default, the private ranges, keeps relayed ProxyDHCP across a site's routers
@@ -259,6 +260,7 @@ pub enum PxeModeName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LoaderName {
+    Shim,
     Snponly,
     Ipxe,
 }

@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Directory served over TFTP: Debian's iPXE binaries [pxe.tftp_root; default /usr/lib/ipxe].
     #[arg(long)]
     tftp_root: Option<PathBuf>,
-    /// Loader for UEFI PXE clients [pxe.uefi_loader; default snponly, ~4 s faster than ipxe].
+    /// Loader for UEFI PXE clients [pxe.uefi_loader; default shim: Debian's signed shim, GRUB and
+    /// kernel, which boot with Secure Boot on or off; snponly and ipxe need Secure Boot off].
     #[arg(long, value_enum)]
     uefi_loader: Option<LoaderName>,
     /// Wake-on-LAN packets go to this address, out of the network-boot interface when one is set
@@ -113,7 +114,7 @@ fn settings(a: ServeArgs, file: FileConfig) -> Result<Settings> {
         pxe_mode: a.pxe_mode.or(file.pxe.mode).unwrap_or(PxeModeName::Proxy),
         dhcp_range: a.dhcp_range.or(file.pxe.dhcp_range),
         tftp_root: a.tftp_root.or(file.pxe.tftp_root).unwrap_or_else(|| "/usr/lib/ipxe".into()),
-        uefi_loader: a.uefi_loader.or(file.pxe.uefi_loader).unwrap_or(LoaderName::Snponly),
+        uefi_loader: a.uefi_loader.or(file.pxe.uefi_loader).unwrap_or(LoaderName::Shim),
         relay_networks: file.pxe.relay_networks.unwrap_or_else(|| parc_pxe::dhcp::PRIVATE_NETWORKS.to_vec()),
         tftp_port: a.tftp_port,
         wol_target: a.wol_target,
@@ -198,8 +199,12 @@ fn pxe_config(a: &Settings, iface: &str, sightings: Arc<Sightings>) -> Result<Px
         interface: iface.to_string(),
         mode,
         tftp_root: a.tftp_root.clone(),
+        netboot_dir: Some(a.data.join("netboot")),
+        // Set once the web server's state is complete (see `run`).
+        grub_scripts: None,
         http_base: format!("http://{ip}:{}", a.http.port()),
         uefi_loader: match a.uefi_loader {
+            LoaderName::Shim => UefiLoader::Shim,
             LoaderName::Snponly => UefiLoader::SnpOnly,
             LoaderName::Ipxe => UefiLoader::Ipxe,
         },
@@ -267,7 +272,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("listening on {} (in use, or a port below 1024 without root?)", a.http))?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let pxe_task = pxe.map(|config| {
+        let pxe_task = pxe.map(|mut config| {
+            config.grub_scripts =
+                Some(Arc::new(parc_web::boot::GrubScripts::new(state.clone(), config.http_base.clone())));
             let token = shutdown.clone();
             let iface = config.interface.clone();
             tracing::info!(interface = %iface, mode = ?config.mode, boot = %config.http_base, "network boot on");

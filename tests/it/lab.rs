@@ -69,6 +69,11 @@ impl Lab {
                 "--interface=eth0",
                 "--bind-interfaces",
                 "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
+                // What README asks of a hospital's DHCP server for UEFI PCs with Secure Boot
+                // in ProxyDHCP mode: Debian's GRUB reads its TFTP server from the site's
+                // acknowledgement (`siaddr`, else option 66), never from ProxyDHCP; dnsmasq
+                // sets `siaddr` to itself unless told the next server (no boot file here).
+                "--dhcp-boot=,,10.77.0.1",
                 "--no-ping",
                 "--dhcp-leasefile=/dev/null",
                 "--log-dhcp",
@@ -113,7 +118,7 @@ fn netboot_files() -> PathBuf {
 
 fn build_netboot_files() -> PathBuf {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab-cache");
-    if cache.join("initrd").exists() && cache.join("vmlinuz").exists() {
+    if ["initrd", "vmlinuz", "shimx64.efi", "grubx64.efi"].iter().all(|f| cache.join(f).exists()) {
         return cache;
     }
     // Built in a private directory and moved into place, so an interrupted build never
@@ -121,17 +126,21 @@ fn build_netboot_files() -> PathBuf {
     let build = cache.join(format!("build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&build);
     std::fs::create_dir_all(&build).unwrap();
-    // The same packages iso/build-netboot uses, from the same cache (target/netboot-cache).
+    // The same packages iso/build-netboot uses, from the same cache (target/netboot-cache):
+    // the signed kernel, shim and GRUB. The init says what the kernel was given and whether it
+    // runs locked down (what Secure Boot makes Debian's kernel do).
     sh(&format!(
         r#"cd {b}
-        mkdir -p x root/bin root/proc
-        for deb in $({top}/iso/fetch-deb {top}/target/netboot-cache kernel busybox-static); do dpkg-deb -x "$deb" x; done
+        mkdir -p x root/bin root/proc root/sys
+        for deb in $({top}/iso/fetch-deb {top}/target/netboot-cache kernel busybox-static shim-signed grub-efi-amd64-signed); do dpkg-deb -x "$deb" x; done
         cp x/boot/vmlinuz-* vmlinuz
+        cp x/usr/lib/shim/shimx64.efi.signed shimx64.efi
+        cp x/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed grubx64.efi
         cp x/bin/busybox root/bin/busybox
-        printf '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox echo {MARKER} $(/bin/busybox cat /proc/cmdline)\n/bin/busybox poweroff -f\n' > root/init
+        printf '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox mount -t sysfs sysfs /sys\n/bin/busybox mount -t securityfs securityfs /sys/kernel/security\n/bin/busybox echo {MARKER} $(/bin/busybox cat /proc/cmdline) lockdown=$(/bin/busybox cat /sys/kernel/security/lockdown)\n/bin/busybox poweroff -f\n' > root/init
         chmod +x root/init
         (cd root && find . | cpio -o -H newc --quiet) | gzip -1 > initrd
-        mv initrd vmlinuz {c}/"#,
+        mv initrd vmlinuz shimx64.efi grubx64.efi {c}/"#,
         b = build.display(),
         c = cache.display(),
         top = env!("CARGO_MANIFEST_DIR"),
@@ -144,6 +153,15 @@ fn build_netboot_files() -> PathBuf {
 pub(crate) enum Firmware {
     Bios,
     Uefi,
+    /// OVMF's Secure Boot build with Microsoft's keys enrolled and Secure Boot on, as Windows 11
+    /// PCs ship (q35 with SMM, which that build needs).
+    UefiSecureBoot,
+}
+
+impl Firmware {
+    fn uefi(self) -> bool {
+        !matches!(self, Firmware::Bios)
+    }
 }
 
 /// Boots one QEMU client on `tap` and returns its serial log once the marker appears.
@@ -241,7 +259,7 @@ pub(crate) fn run_client(
         format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
     ];
     if let Some(disk) = &vm.disk {
-        let boot = if matches!(vm.fw, Firmware::Uefi) { ",bootindex=2" } else { "" };
+        let boot = if vm.fw.uefi() { ",bootindex=2" } else { "" };
         args.extend([
             "-drive".into(),
             format!("file={},format=raw,if=none,id=d0,cache=unsafe", disk.display()),
@@ -253,17 +271,31 @@ pub(crate) fn run_client(
         Firmware::Bios => {
             args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac}"), "-boot".into(), "n".into()]);
         }
-        Firmware::Uefi => {
+        Firmware::Uefi | Firmware::UefiSecureBoot => {
+            let (code, vars_template) = match vm.fw {
+                Firmware::UefiSecureBoot => {
+                    args.extend([
+                        "-machine".into(),
+                        "q35,smm=on".into(),
+                        "-global".into(),
+                        "driver=cfi.pflash01,property=secure,value=on".into(),
+                        "-global".into(),
+                        "ICH9-LPC.disable_s3=1".into(),
+                    ]);
+                    ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
+                }
+                _ => ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+            };
             // Kept across the power-ons of one machine, like a PC's NVRAM.
             let vars = work.join(format!("{tap}.vars.fd"));
             if !vars.exists() {
-                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+                std::fs::copy(format!("/usr/share/OVMF/{vars_template}"), &vars).unwrap();
             }
             args.extend([
                 "-drive".into(),
-                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                format!("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{code}"),
                 "-drive".into(),
-                format!("if=pflash,format=raw,file={}", vars.display()),
+                format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
                 // Network boot over IPv4 only, as a hospital's PCs are set up: otherwise, once
                 // the boot script sends it on (`exit 1`), OVMF tries PXE and HTTP boot over
                 // IPv6 before the disk, minutes under TCG.
@@ -365,7 +397,7 @@ fn data_with_agent(work: &Path) -> PathBuf {
 pub(crate) fn data_with_netboot(work: &Path, files: &Path) -> PathBuf {
     let data = work.join("data");
     std::fs::create_dir_all(data.join("netboot")).unwrap();
-    for f in ["vmlinuz", "initrd"] {
+    for f in ["vmlinuz", "initrd", "shimx64.efi", "grubx64.efi"] {
         std::fs::copy(files.join(f), data.join("netboot").join(f)).unwrap();
     }
     data
@@ -408,12 +440,37 @@ fn bios_ipxe_boots_through_parc_in_dhcp_mode() {
     assert!(line.contains("parc.mode=register"), "unknown machines register: {line}");
 }
 
-/// OVMF's own UEFI PXE client: DHCP, snponly.efi over parc's TFTP, then iPXE fetches
-/// boot.ipxe over HTTP.
+/// OVMF's own UEFI PXE client with `uefi_loader = "snponly"`: DHCP, snponly.efi over parc's
+/// TFTP, then iPXE fetches boot.ipxe over HTTP.
 #[test]
-fn uefi_pxe_boots_through_parc_tftp_and_http() {
-    let Some((line, _)) = boot_once("uefi_dhcp", "52:54:00:77:00:20", Firmware::Uefi, DHCP_MODE, false) else { return };
+fn uefi_pxe_boots_ipxe_through_parc_tftp_and_http() {
+    let mode = [DHCP_MODE, &["--uefi-loader", "snponly"]].concat();
+    let Some((line, _)) = boot_once("uefi_dhcp", "52:54:00:77:00:20", Firmware::Uefi, &mode, false) else { return };
     assert!(line.contains("parc.mode=register"), "{line}");
+    assert!(line.contains("initrd=initrd"), "not booted by iPXE: {line}");
+}
+
+/// A PC with Secure Boot on (OVMF's Secure Boot build, Microsoft's keys enrolled), parc the
+/// only DHCP server: shim, then GRUB, then the kernel, all signed, the kernel locked down as
+/// Secure Boot makes it (the agent's own report of it is checked in the end-to-end runs).
+#[test]
+fn uefi_secure_boot_boots_through_shim_and_grub_in_dhcp_mode() {
+    let fw = Firmware::UefiSecureBoot;
+    let Some((line, _)) = boot_once("sb_dhcp", "52:54:00:77:00:40", fw, DHCP_MODE, false) else { return };
+    assert!(line.contains("parc.mode=register") && !line.contains("initrd=initrd"), "{line}");
+    assert!(line.contains("lockdown=none [integrity]"), "the kernel is not locked down by Secure Boot: {line}");
+}
+
+/// The same PC beside the hospital's DHCP server, parc in ProxyDHCP mode: shim follows
+/// ProxyDHCP, Debian's GRUB only the site's acknowledgement, so the site's DHCP names parc as
+/// the next server (`siaddr`, as README says); the boot decision stays parc's.
+#[test]
+fn uefi_secure_boot_boots_through_proxydhcp_beside_hospital_dhcp() {
+    let proxy: &[&str] = &["--pxe-mode", "proxy"];
+    let fw = Firmware::UefiSecureBoot;
+    let Some((line, _)) = boot_once("sb_proxy", "52:54:00:77:00:50", fw, proxy, true) else { return };
+    assert!(line.contains("parc.mode=register") && !line.contains("initrd=initrd"), "{line}");
+    assert!(line.contains("lockdown=none [integrity]"), "the kernel is not locked down by Secure Boot: {line}");
 }
 
 /// ProxyDHCP beside the hospital's DHCP server (dnsmasq, addresses only): parc answers the

@@ -39,84 +39,126 @@ pub async fn boot_script(
         return Ok(script(ipxe::render_ask_mac(&format!("http://{host}"))));
     };
     let mac: Mac = mac.parse().map_err(|e: ipxe::BadMac| AppError::BadRequest(e.to_string()))?;
-    let from = client_ipv4(peer.ip());
-    let evidence = from.and_then(|ip| st.sightings.evidence(mac.0, ip));
-    let netboot = st.netboot_dir.clone();
     let http_base = format!("http://{host}");
     crate::blocking(move || {
-        let key = mac.to_string();
-        let known =
-            key.parse::<parc_profiles::Mac>().ok().and_then(|m| st.profiles.snapshot().inventory.get(&m).cloned());
-        let task = st.db.active_task(&key)?;
-        let state = BootState {
-            http_base,
-            agent_available: NETBOOT_FILES.iter().all(|f| netboot.join(f).is_file()),
-            has_task: task.is_some(),
-            known_and_idle: known.is_some(),
-            last_deploy_failed: crate::lifecycle::last_deploy_failed(&st, &key)?.is_some(),
-            seen_booting: evidence.is_some(),
-        };
-        let mut decision = ipxe::decide(&state);
-        let now = now_ms();
-        match (&mut decision, evidence) {
-            (Decision::Agent { mode, token }, Some(evidence)) => {
-                if st.limits.boot_credentials.allow(&key, now) {
-                    // One boot credential in flight per machine; a running agent keeps its own
-                    // session, so this never cuts it off.
-                    let secret = crate::auth::new_secret("pb_");
-                    let address = peer.ip().to_string();
-                    st.db.issue_credential(
-                        CredentialKind::Boot,
-                        &crate::auth::token_hash(&secret),
-                        &key,
-                        task.as_ref().map(|t| t.id),
-                        Some(&address),
-                        BOOT_CREDENTIAL_TTL_MS,
-                    )?;
-                    let msg = format!("boot credential for {key} ({mode}) issued to {address}: {}", evidence.as_str());
-                    st.event(&NewEvent {
-                        actor: "parc",
-                        kind: "boot.credential",
-                        mac: Some(&key),
-                        task_id: task.as_ref().map(|t| t.id),
-                        message: &msg,
-                        data: Some(
-                            serde_json::json!({ "address": address, "evidence": evidence.as_str(), "mode": mode }),
-                        ),
-                    })?;
-                    *token = Some(secret);
-                } else {
-                    decision = Decision::Refused {
-                        reason: "too many boot credentials for this machine in the last 10 minutes".into(),
-                    };
-                    refused(&st, &key, peer, "too many boot credentials in 10 minutes", now)?;
-                }
-            }
-            (Decision::Refused { .. }, _) => refused(&st, &key, peer, "not seen booting from the network", now)?,
-            _ => {}
-        }
-        tracing::info!(mac = %mac, %peer, decision = ?decision.clone().redacted(), "boot script");
+        let (state, decision) = decide(&st, mac, peer.ip(), http_base)?;
         Ok(script(ipxe::render(&state, mac, &decision)))
     })
     .await
 }
 
+/// The boot decision for `mac` asking from `from` (blocking: database and journal), with the
+/// boot credential it issues, bound to that address, when the agent is to boot. Shared by the
+/// iPXE script over HTTP and GRUB's over TFTP.
+fn decide(st: &AppState, mac: Mac, from: IpAddr, http_base: String) -> Result<(BootState, Decision), AppError> {
+    let evidence = client_ipv4(from).and_then(|ip| st.sightings.evidence(mac.0, ip));
+    let key = mac.to_string();
+    let known = key.parse::<parc_profiles::Mac>().ok().and_then(|m| st.profiles.snapshot().inventory.get(&m).cloned());
+    let task = st.db.active_task(&key)?;
+    let state = BootState {
+        http_base,
+        agent_available: NETBOOT_FILES.iter().all(|f| st.netboot_dir.join(f).is_file()),
+        has_task: task.is_some(),
+        known_and_idle: known.is_some(),
+        last_deploy_failed: crate::lifecycle::last_deploy_failed(st, &key)?.is_some(),
+        seen_booting: evidence.is_some(),
+    };
+    let mut decision = ipxe::decide(&state);
+    let now = now_ms();
+    let address = canonical_address(from);
+    match (&mut decision, evidence) {
+        (Decision::Agent { mode, token }, Some(evidence)) => {
+            if st.limits.boot_credentials.allow(&key, now) {
+                // One boot credential in flight per machine; a running agent keeps its own
+                // session, so this never cuts it off.
+                let secret = crate::auth::new_secret("pb_");
+                st.db.issue_credential(
+                    CredentialKind::Boot,
+                    &crate::auth::token_hash(&secret),
+                    &key,
+                    task.as_ref().map(|t| t.id),
+                    Some(&address),
+                    BOOT_CREDENTIAL_TTL_MS,
+                )?;
+                let msg = format!("boot credential for {key} ({mode}) issued to {address}: {}", evidence.as_str());
+                st.event(&NewEvent {
+                    actor: "parc",
+                    kind: "boot.credential",
+                    mac: Some(&key),
+                    task_id: task.as_ref().map(|t| t.id),
+                    message: &msg,
+                    data: Some(serde_json::json!({ "address": address, "evidence": evidence.as_str(), "mode": mode })),
+                })?;
+                *token = Some(secret);
+            } else {
+                decision = Decision::Refused {
+                    reason: "too many boot credentials for this machine in the last 10 minutes".into(),
+                };
+                refused(st, &key, &address, "too many boot credentials in 10 minutes", now)?;
+            }
+        }
+        (Decision::Refused { .. }, _) => refused(st, &key, &address, "not seen booting from the network", now)?,
+        _ => {}
+    }
+    tracing::info!(mac = %mac, %address, decision = ?decision.clone().redacted(), "boot script");
+    Ok((state, decision))
+}
+
+/// GRUB's per-machine scripts (`grub/parc/<mac>` over TFTP, see `parc_pxe::grub`): the same
+/// decision and credential as `/boot.ipxe`, for the Secure Boot chain.
+#[derive(Clone)]
+pub struct GrubScripts {
+    state: AppState,
+    http_base: String,
+}
+
+impl GrubScripts {
+    /// `http_base`: the URL the agent reaches the appliance at (`http://10.77.0.1:8080`).
+    pub fn new(state: AppState, http_base: String) -> Self {
+        GrubScripts { state, http_base }
+    }
+}
+
+impl std::fmt::Debug for GrubScripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrubScripts").field("http_base", &self.http_base).finish_non_exhaustive()
+    }
+}
+
+impl parc_pxe::server::tftp::MachineScripts for GrubScripts {
+    fn script(&self, mac: Mac, from: Ipv4Addr) -> Option<String> {
+        match decide(&self.state, mac, IpAddr::V4(from), self.http_base.clone()) {
+            Ok((state, decision)) => Some(parc_pxe::grub::render(&state, mac, &decision)),
+            Err(e) => {
+                tracing::error!(%mac, %from, error = %e, "GRUB boot script");
+                None
+            }
+        }
+    }
+}
+
 /// A refused boot script is journaled, at most once a minute per machine (a flood of them
 /// must not flood the journal).
-fn refused(st: &AppState, mac: &str, peer: SocketAddr, why: &str, now: i64) -> Result<(), AppError> {
-    tracing::warn!(%mac, %peer, why, "boot credential refused");
+fn refused(st: &AppState, mac: &str, address: &str, why: &str, now: i64) -> Result<(), AppError> {
+    tracing::warn!(%mac, %address, why, "boot credential refused");
     if st.limits.boot_refusals_journaled.allow(&mac.to_string(), now) {
-        let msg = format!("boot credential for {mac} refused to {}: {why}", peer.ip());
+        let msg = format!("boot credential for {mac} refused to {address}: {why}");
         st.event(&NewEvent {
             actor: "parc",
             kind: "boot.refused",
             mac: Some(mac),
             task_id: None,
             message: &msg,
-            data: Some(serde_json::json!({ "address": peer.ip().to_string(), "why": why })),
+            data: Some(serde_json::json!({ "address": address, "why": why })),
         })?;
     }
     Ok(())
+}
+
+/// The address a credential is bound to and checked against: an IPv4-mapped IPv6 address (a
+/// dual-stack listener's view) as plain IPv4, so TFTP and HTTP name the same client alike.
+pub fn canonical_address(ip: IpAddr) -> String {
+    client_ipv4(ip).map(|v4| v4.to_string()).unwrap_or_else(|| ip.to_string())
 }
 
 /// The IPv4 address of a client (IPv4-mapped IPv6 included): PXE is IPv4 here.

@@ -6,7 +6,7 @@
 mod access;
 mod api;
 mod auth;
-mod boot;
+pub mod boot;
 pub mod bulk;
 mod chunks;
 mod console;

@@ -511,6 +511,12 @@ fn address_reply(
         o.insert(DhcpOption::DomainNameServer(pool.dns.clone()));
     }
     if let Some(boot) = boot {
+        // Also in the BOOTP `file` field: shim reads only that one for the directory it
+        // fetches GRUB from (and PXE 2.1 firmware reads it first).
+        if boot.file().len() < BOOTP_FILE_LEN {
+            r.set_fname_str(boot.file());
+        }
+        let o = r.opts_mut();
         // NUL-terminated, as dnsmasq sends it: some PXE ROMs read option 67 as a C string.
         let mut file = boot.file().as_bytes().to_vec();
         file.push(0);

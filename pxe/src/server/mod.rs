@@ -16,8 +16,11 @@
 //!     interface: "enp3s0".into(),
 //!     mode: PxeMode::Proxy,
 //!     tftp_root: "/usr/lib/ipxe".into(),
+//!     netboot_dir: Some("/var/lib/parc/netboot".into()),
+//!     // The web server's boot decisions, for GRUB (see `parc_pxe::grub`).
+//!     grub_scripts: None,
 //!     http_base: "http://10.77.0.1:8080".into(),
-//!     uefi_loader: parc_pxe::boot::UefiLoader::SnpOnly,
+//!     uefi_loader: parc_pxe::boot::UefiLoader::Shim,
 //!     lease_file: "/var/lib/parc/leases.json".into(),
 //!     tftp: Default::default(),
 //!     tftp_port: 69,
@@ -197,6 +200,11 @@ pub struct PxeConfig {
     pub mode: PxeMode,
     /// Directory served over TFTP (`--tftp-root`), holding Debian's iPXE binaries.
     pub tftp_root: PathBuf,
+    /// `<data>/netboot`, served over TFTP as `netboot/…` (the Secure Boot chain's loaders,
+    /// the agent's kernel and initrd): see [`tftp::NETBOOT_FILES`].
+    pub netboot_dir: Option<PathBuf>,
+    /// Each machine's GRUB script, from the web server's boot decision.
+    pub grub_scripts: Option<Arc<dyn tftp::MachineScripts>>,
     /// Base URL of parc's HTTP server (`http://10.77.0.1:8080`); iPXE fetches `/boot.ipxe`.
     pub http_base: String,
     /// UEFI loader.
@@ -302,7 +310,11 @@ pub async fn serve(config: PxeConfig, shutdown: CancellationToken) -> Result<(),
     let tftp_run = async {
         let r = tftp::run(
             tftp_socket,
-            config.tftp_root.clone(),
+            tftp::Files {
+                root: config.tftp_root.clone(),
+                netboot: config.netboot_dir.clone(),
+                scripts: config.grub_scripts.clone(),
+            },
             config.tftp.clone(),
             Some(config.sightings.clone()),
             stop.clone(),

@@ -2,10 +2,10 @@
 //! IDs), reading the file block by block.
 
 use std::collections::HashSet;
-use std::io::{self, BufReader};
-use std::net::{IpAddr, SocketAddr};
+use std::io::{self, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::ipxe::Mac;
 use crate::sightings::Sightings;
 use crate::tftp::netascii::NetasciiReader;
 use crate::tftp::options::blksize_for_mtu;
 use crate::tftp::packet::{encode_error, ErrorCode, Mode, Packet, Request};
-use crate::tftp::path::{resolve, PathError};
+use crate::tftp::path::{clean, resolve, PathError};
 use crate::tftp::{self, Outcome, Session};
 
 /// TFTP server settings.
@@ -36,24 +37,110 @@ impl Default for TftpConfig {
     }
 }
 
-/// Serves read requests for files under `root` on `socket` until `shutdown` is cancelled, then
+/// Makes a machine's GRUB script (`grub/parc/<mac>`, see [`crate::grub`]) when GRUB asks for it
+/// from `from`: the web server's boot decision, which may issue a boot credential. `None`: no
+/// script for it (the request is answered "file not found"). Called on a blocking thread.
+pub trait MachineScripts: Send + Sync + std::fmt::Debug {
+    /// The script's text.
+    fn script(&self, mac: Mac, from: Ipv4Addr) -> Option<String>;
+}
+
+/// The agent's files and the Secure Boot loaders, served from `<data>/netboot` under
+/// `netboot/`; nothing else there is.
+pub const NETBOOT_FILES: [&str; 4] = ["vmlinuz", "initrd", "shimx64.efi", "grubx64.efi"];
+
+/// What the TFTP server serves.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// Files by their names under this root: Debian's iPXE binaries (`/usr/lib/ipxe`).
+    pub root: PathBuf,
+    /// `<data>/netboot`: [`NETBOOT_FILES`] as `netboot/<name>`.
+    pub netboot: Option<PathBuf>,
+    /// GRUB's scripts: [`crate::grub::BOOTSTRAP`], and each machine's from this.
+    pub scripts: Option<Arc<dyn MachineScripts>>,
+}
+
+impl From<PathBuf> for Files {
+    fn from(root: PathBuf) -> Self {
+        Files { root, netboot: None, scripts: None }
+    }
+}
+
+/// Where a request is served from.
+enum Source {
+    /// A file on disk.
+    File(PathBuf),
+    /// That file, opened.
+    Opened(Opened),
+    /// [`crate::grub::BOOTSTRAP`].
+    Bootstrap,
+    /// A machine's GRUB script.
+    MachineScript(Arc<dyn MachineScripts>, Mac),
+}
+
+impl Files {
+    fn route(&self, requested: &str) -> Result<Source, (ErrorCode, String)> {
+        let not_found = || (ErrorCode::FileNotFound, "file not found".to_owned());
+        let name = clean(requested).map_err(path_error)?;
+        let name = name.to_str().ok_or_else(not_found)?;
+        if let Some(scripts) = &self.scripts {
+            if name == crate::grub::BOOTSTRAP {
+                return Ok(Source::Bootstrap);
+            }
+            if name.starts_with(crate::grub::MACHINE_DIR) {
+                let mac = crate::grub::machine_script_mac(name).ok_or_else(not_found)?;
+                return Ok(Source::MachineScript(scripts.clone(), mac));
+            }
+        }
+        if let Some(dir) = &self.netboot {
+            // Shim fetches GRUB from the directory of the boot file named in the BOOTP `file`
+            // field; a site DHCP server that sends option 67 alone (shim ignores it) makes it
+            // ask for `grubx64.efi` at the top.
+            if name == "grubx64.efi" {
+                return resolve(dir, name).map(Source::File).map_err(path_error);
+            }
+            if let Some(file) = name.strip_prefix("netboot/") {
+                if !NETBOOT_FILES.contains(&file) {
+                    return Err(not_found());
+                }
+                return resolve(dir, file).map(Source::File).map_err(path_error);
+            }
+        }
+        resolve(&self.root, name).map(Source::File).map_err(path_error)
+    }
+}
+
+fn path_error(e: PathError) -> (ErrorCode, String) {
+    match e {
+        PathError::AccessViolation { .. } => (ErrorCode::AccessViolation, "access violation".to_owned()),
+        PathError::NotFound => (ErrorCode::FileNotFound, "file not found".to_owned()),
+        PathError::Root { .. } => {
+            warn!(error = %e, "TFTP root unusable");
+            (ErrorCode::NotDefined, "server misconfigured".to_owned())
+        }
+    }
+}
+
+/// Serves read requests for `files` on `socket` until `shutdown` is cancelled, then
 /// waits for the transfers in flight to stop (they are cancelled too).
 ///
 /// Files are read as the transfer proceeds, in `blksize × windowsize` steps through a 64 KiB
 /// buffer, never whole. Reads are plain blocking reads on the runtime's threads: boot files are
 /// small and hot in the page cache, which keeps a transfer's loop free of thread hand-offs.
 ///
-/// Each file served is recorded in `sightings` (when given) as a loader fetch from its address.
+/// Each file served is recorded in `sightings` (when given) as a loader fetch from its address,
+/// except a machine's GRUB script: asking for one is no evidence of a boot.
 pub async fn run(
     socket: UdpSocket,
-    root: PathBuf,
+    files: impl Into<Files>,
     config: TftpConfig,
     sightings: Option<Arc<Sightings>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let local = socket.local_addr()?;
     super::enlarge_recv_buffer(&socket);
-    info!(%local, root = %root.display(), "TFTP server listening");
+    let files: Files = files.into();
+    info!(%local, root = %files.root.display(), netboot = ?files.netboot, "TFTP server listening");
     let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
     let tracker = TaskTracker::new();
     let mut buf = vec![0u8; 2048];
@@ -102,12 +189,43 @@ pub async fn run(
             continue;
         }
         let mut guard = ActiveGuard { set: active.clone(), peer, armed: true };
-        let opened = match open(&root, &request) {
-            Ok(o) => o,
+        let source = files.route(&request.filename).and_then(|s| match s {
+            Source::File(path) => open(path).map(Source::Opened),
+            other => Ok(other),
+        });
+        let opened = match source {
             Err((code, msg)) => {
                 info!(%peer, file = %request.filename, %msg, "TFTP request refused");
                 reply_error(&socket, peer, code, &msg).await;
                 guard.release();
+                continue;
+            }
+            Ok(Source::Opened(o)) => o,
+            Ok(Source::File(_)) => unreachable!("opened above"),
+            Ok(Source::Bootstrap) => Opened::text(crate::grub::BOOTSTRAP.into(), crate::grub::bootstrap()),
+            Ok(Source::MachineScript(scripts, mac)) => {
+                // The web server's decision (database, journal) runs on a blocking thread, in
+                // the transfer's own task: the loop goes on receiving.
+                let SocketAddr::V4(v4) = peer else {
+                    reply_error(&socket, peer, ErrorCode::FileNotFound, "file not found").await;
+                    guard.release();
+                    continue;
+                };
+                let local_ip = local.ip();
+                let (session_cfg, shutdown) = (config.session.clone(), shutdown.clone());
+                tracker.spawn(async move {
+                    let _guard = guard;
+                    let from = *v4.ip();
+                    let text = tokio::task::spawn_blocking(move || scripts.script(mac, from)).await.ok().flatten();
+                    let Some(text) = text else {
+                        reply_error_from(local_ip, peer, ErrorCode::FileNotFound, "file not found").await;
+                        return;
+                    };
+                    let opened = Opened::text(crate::grub::machine_script_path(mac).into(), text);
+                    if let Err(e) = transfer(local_ip, peer, request, opened, session_cfg, shutdown).await {
+                        warn!(%peer, error = %e, "TFTP transfer failed");
+                    }
+                });
                 continue;
             }
         };
@@ -152,26 +270,31 @@ impl Drop for ActiveGuard {
 }
 
 struct Opened {
-    file: std::fs::File,
+    reader: Box<dyn Read + Send>,
     size: u64,
     path: PathBuf,
 }
 
-fn open(root: &std::path::Path, request: &Request) -> Result<Opened, (ErrorCode, String)> {
-    let path = resolve(root, &request.filename).map_err(|e| match e {
-        PathError::AccessViolation { .. } => (ErrorCode::AccessViolation, "access violation".to_owned()),
-        PathError::NotFound => (ErrorCode::FileNotFound, "file not found".to_owned()),
-        PathError::Root { .. } => {
-            warn!(error = %e, "TFTP root unusable");
-            (ErrorCode::NotDefined, "server misconfigured".to_owned())
-        }
-    })?;
+impl Opened {
+    fn text(path: PathBuf, text: String) -> Opened {
+        Opened { size: text.len() as u64, reader: Box::new(io::Cursor::new(text.into_bytes())), path }
+    }
+}
+
+fn open(path: PathBuf) -> Result<Opened, (ErrorCode, String)> {
     let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
         io::ErrorKind::PermissionDenied => (ErrorCode::AccessViolation, "access violation".to_owned()),
         _ => (ErrorCode::FileNotFound, "file not found".to_owned()),
     })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok(Opened { file, size, path })
+    Ok(Opened { reader: Box::new(file), size, path })
+}
+
+/// An error sent from a socket of its own (a transfer's task has no access to the server's).
+async fn reply_error_from(local_ip: IpAddr, peer: SocketAddr, code: ErrorCode, msg: &str) {
+    if let Ok(socket) = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
+        reply_error(&socket, peer, code, msg).await;
+    }
 }
 
 async fn reply_error(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, msg: &str) {
@@ -192,7 +315,7 @@ async fn transfer(
     socket.connect(peer).await?;
     let path_blksize = path_mtu(&socket).map(blksize_for_mtu);
     let started = Instant::now();
-    let reader = BufReader::with_capacity(64 * 1024, opened.file);
+    let reader = BufReader::with_capacity(64 * 1024, opened.reader);
     match request.mode {
         Mode::Octet => {
             let s = Session::start(&request, reader, Some(opened.size), &cfg, path_blksize, started);
@@ -209,7 +332,7 @@ async fn drive<R: io::Read>(
     socket: &UdpSocket,
     mut session: Session<R>,
     request: &Request,
-    path: &std::path::Path,
+    path: &Path,
     peer: SocketAddr,
     started: Instant,
     shutdown: CancellationToken,

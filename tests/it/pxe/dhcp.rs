@@ -303,10 +303,13 @@ fn serve_gives_firmware_a_loader_it_can_fetch() {
     let root = tempfile::tempdir().unwrap();
     let loader: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 256) as u8).collect();
     std::fs::write(root.path().join("snponly.efi"), &loader).unwrap();
+    let scripts = Arc::new(super::tftp::Scripts::default());
     let config = parc_pxe::server::PxeConfig {
         interface: "veth0".into(),
         mode: parc_pxe::server::PxeMode::Proxy,
         tftp_root: root.path().to_owned(),
+        netboot_dir: None,
+        grub_scripts: Some(scripts.clone()),
         http_base: "http://10.99.0.1:8080".into(),
         uefi_loader: boot::UefiLoader::SnpOnly,
         lease_file: root.path().join("leases.json"),
@@ -332,6 +335,8 @@ fn serve_gives_firmware_a_loader_it_can_fetch() {
             })
         });
         ready_rx.recv().unwrap();
+        // A failed assertion stops the server too, or the scope would wait for it forever.
+        let _stop = shutdown.clone().drop_guard();
         let packets = fixture_requests(include_str!("../../../pxe/tests/fixtures/proxy-uefi.dhcp"));
         let boot_request = packets.iter().find(|p| p.0 == 4011).unwrap().1.clone();
         let ack = Lab::inside(&lab.cli, || {
@@ -350,13 +355,25 @@ fn serve_gives_firmware_a_loader_it_can_fetch() {
         });
         let file = ack.fname_str().and_then(Result::ok).unwrap().trim_end_matches('\0').to_owned();
         assert_eq!(file, "snponly.efi");
+        let tftp_get = |file: &str, to: &Path| {
+            let o = Command::new("ip")
+                .args(["netns", "exec", &lab.cli, "tftp", &ack.siaddr().to_string(), "-m", "binary", "-c", "get", file])
+                .arg(to)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+        };
+        // A GRUB script asked for by MAC is served, but it is no evidence of a network boot:
+        // otherwise whoever asks twice would get a boot credential.
+        let script = root.path().join("script");
+        // (tftp-hpa reads "a:b" as host:file: the MAC is written with dashes.)
+        tftp_get("grub/parc/02-00-00-00-00-09", &script);
+        assert!(std::fs::read_to_string(&script).unwrap().contains("script for 02:00:00:00:00:09"));
+        let asked = scripts.asked.lock().unwrap().clone();
+        assert_eq!(asked, [("02:00:00:00:00:09".parse().unwrap(), Ipv4Addr::new(10, 99, 0, 188))]);
+        assert_eq!(sightings.evidence([2, 0, 0, 0, 0, 9], Ipv4Addr::new(10, 99, 0, 188)), None);
         let got = root.path().join("got.efi");
-        let o = Command::new("ip")
-            .args(["netns", "exec", &lab.cli, "tftp", &ack.siaddr().to_string(), "-m", "binary", "-c", "get", &file])
-            .arg(&got)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
+        tftp_get(&file, &got);
         assert!(std::fs::read(&got).unwrap() == loader, "loader differs");
         // The loader fetch counts for its address (any MAC: TFTP names none), no other address.
         let client = Ipv4Addr::new(10, 99, 0, 188);

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parc_pxe::server::tftp::{run, TftpConfig};
+use parc_pxe::ipxe::Mac;
+use parc_pxe::server::tftp::{run, Files, MachineScripts, TftpConfig};
 use parc_pxe::tftp::packet::{encode_ack, encode_request, ErrorCode, Mode, Opcode, Packet, Request};
 use tokio_util::sync::CancellationToken;
 
@@ -28,12 +29,16 @@ impl Server {
     }
 
     fn with_config(config: TftpConfig) -> Self {
+        Self::serving(config, |root| root.into())
+    }
+
+    fn serving(config: TftpConfig, files: impl FnOnce(PathBuf) -> Files) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let root = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
         let socket = rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0")).unwrap();
         let addr = socket.local_addr().unwrap();
-        let handle = rt.spawn(run(socket, root.path().to_owned(), config, None, shutdown.clone()));
+        let handle = rt.spawn(run(socket, files(root.path().to_owned()), config, None, shutdown.clone()));
         Server { addr, root, shutdown, rt: Some(rt), handle: Some(handle) }
     }
 
@@ -605,4 +610,75 @@ fn real_clients_through_packet_loss() {
         shutdown.cancel();
         server.join().unwrap().unwrap();
     });
+}
+
+/// Stands in for the web server's decision (tested for real in the end-to-end runs): a script
+/// for 52:54:00:00:00:01 and 02:00:00:00:00:09, nothing for the others, and a record of who asked.
+#[derive(Debug, Default)]
+pub(super) struct Scripts {
+    pub(super) asked: std::sync::Mutex<Vec<(Mac, std::net::Ipv4Addr)>>,
+}
+
+impl MachineScripts for Scripts {
+    fn script(&self, mac: Mac, from: std::net::Ipv4Addr) -> Option<String> {
+        self.asked.lock().unwrap().push((mac, from));
+        ["52:54:00:00:00:01", "02:00:00:00:00:09"]
+            .contains(&mac.to_string().as_str())
+            .then(|| format!("echo 'parc: script for {mac}'\n"))
+    }
+}
+
+/// The Secure Boot chain's files: the loaders and agent files of `<data>/netboot` under
+/// `netboot/` (those names only), GRUB's bootstrap, each machine's script from the decision.
+/// (That a script request is no evidence of a network boot is checked on a lab network, in
+/// `pxe::dhcp::serve_gives_firmware_a_loader_it_can_fetch`: loopback never counts.)
+#[test]
+fn grub_chain_files_and_machine_scripts() {
+    if !have("curl", "curl") {
+        return;
+    }
+    let netboot = tempfile::tempdir().unwrap();
+    for (name, body) in [("shimx64.efi", "shim"), ("grubx64.efi", "grub"), ("netboot.stamp", "stamp")] {
+        std::fs::write(netboot.path().join(name), body).unwrap();
+    }
+    let scripts = Arc::new(Scripts::default());
+    let dir = netboot.path().to_owned();
+    let provider: Arc<dyn MachineScripts> = scripts.clone();
+    let server =
+        Server::serving(TftpConfig::default(), |root| Files { root, netboot: Some(dir), scripts: Some(provider) });
+    server.file("snponly.efi", 3000);
+    let out = tempfile::tempdir().unwrap();
+    let get = |name: &str| -> Option<Vec<u8>> {
+        let local = out.path().join("got");
+        let _ = std::fs::remove_file(&local);
+        let o = Client::Curl(Some(1024)).get(&server, name, &local);
+        o.status.success().then(|| std::fs::read(&local).unwrap())
+    };
+    let here = std::net::Ipv4Addr::LOCALHOST;
+    assert_eq!(
+        get("grub/parc/52:54:00:00:00:01").as_deref(),
+        Some(&b"echo 'parc: script for 52:54:00:00:00:01'\n"[..])
+    );
+    assert_eq!(scripts.asked.lock().unwrap().as_slice(), &[("52:54:00:00:00:01".parse().unwrap(), here)]);
+    assert_eq!(get("grub/grub.cfg"), Some(parc_pxe::grub::bootstrap().into_bytes()));
+
+    assert_eq!(get("netboot/shimx64.efi").as_deref(), Some(&b"shim"[..]));
+    assert_eq!(get("/netboot/grubx64.efi").as_deref(), Some(&b"grub"[..]));
+    // Where shim looks when the site's DHCP names the boot file in option 67 only.
+    assert_eq!(get("grubx64.efi").as_deref(), Some(&b"grub"[..]));
+    assert_eq!(get("snponly.efi").map(|b| b.len()), Some(3000));
+    // Not found: other files of <data>/netboot, a MAC the decision has no script for, a name
+    // that is no MAC; escapes are access violations as anywhere else.
+    for (name, want) in [
+        ("netboot/netboot.stamp", ErrorCode::FileNotFound),
+        ("netboot/missing", ErrorCode::FileNotFound),
+        ("grub/parc/52:54:00:00:00:02", ErrorCode::FileNotFound),
+        ("grub/parc/x;reboot", ErrorCode::FileNotFound),
+        ("grub/x86_64-efi/grub.cfg", ErrorCode::FileNotFound),
+        ("netboot/../shimx64.efi", ErrorCode::AccessViolation),
+    ] {
+        let (reply, _) = request(server.addr, Opcode::Rrq, name);
+        assert_eq!(error_code(&reply), Some(want), "{name:?}");
+    }
+    assert_eq!(scripts.asked.lock().unwrap().len(), 2, "the decision was asked for a name that is no MAC");
 }

@@ -185,7 +185,7 @@ pub async fn hello(
         return Err(AppError::TooMany("too many hellos from this address; wait a minute".into()));
     }
     let token = bearer(&headers);
-    let address = peer.ip().to_string();
+    let address = crate::boot::canonical_address(peer.ip());
     blocking(move || {
         let Some(token) = token else { return anonymous_hello(&st, &hw, &address) };
         let hash = token_hash(&token);
