@@ -525,6 +525,40 @@ fn pcs_are_installed_moved_and_replaced_end_to_end() {
         windows.run.elapsed.as_secs_f64(),
         windows.split()
     ));
+
+    // 6. A new PC as Windows 11 PCs ship: UEFI with Secure Boot on (OVMF's Secure Boot build,
+    //    Microsoft's keys enrolled), an NVMe SSD, unknown to parc. Beside the hospital's DHCP
+    //    (which names parc as next server, see README) it boots shim, GRUB and the agent, all
+    //    signed, registers, and installs the task a technician then queues, without a reboot.
+    //    (The test image's systemd-boot is not signed: that PC cannot boot it with Secure Boot
+    //    on, so its installed system is checked from outside.)
+    let mac6 = "52:54:00:e2:00:06";
+    let mut pc6 = a.pc("tap6", mac6, Firmware::UefiSecureBoot);
+    pc6.disk_bus = DiskBus::Nvme;
+    let mut queued = false;
+    let registered = "registered as a new machine";
+    let run = run_client(&a.lab, &pc6, "secure-boot", &[BANNER, registered, TASK, WRITTEN], AGENT_TIMEOUT, |log| {
+        if !queued && log.contains(registered) {
+            a.cli(&["machine", "add", mac6, "--department", "pharmacie", "--install", "-m", "new PC, Secure Boot on"]);
+            queued = true;
+        }
+        log.lines().any(|l| l.trim() == "rebooting") || log.contains("FAILED")
+    });
+    assert!(queued && !run.log.contains("FAILED"), "Secure Boot PC:\n{}", run.log);
+    let m6 = a.machine(mac6);
+    assert_eq!(m6["firmware"], serde_json::json!({ "uefi": true, "secure_boot": true }), "{m6}");
+    assert_eq!(a.last_task(mac6)["state"], "done");
+    let host6 = m6["hostname"].as_str().unwrap().to_string();
+    a.check_installed_disk(pc6.disk.as_ref().unwrap(), &host6, "pharmacie");
+    let at = |i: usize| run.seen[i].map_or(f64::NAN, |d| d.as_secs_f64());
+    say(&format!(
+        "UEFI PC with Secure Boot on, NVMe (OVMF secboot, TCG): agent banner at {:.1} s, registered at {:.1} s, \
+         installed and rebooting at {:.1} s after power-on; firmware as reported: {}",
+        at(0),
+        at(1),
+        run.elapsed.as_secs_f64(),
+        m6["firmware"]
+    ));
 }
 
 /// Faults: `parc serve` killed (SIGKILL) and restarted in the middle of a deploy: the agent
@@ -542,7 +576,11 @@ fn deploys_survive_a_server_restart_and_refuse_a_corrupt_chunk() {
     let (mac3, mac4) = ("52:54:00:e2:00:03", "52:54:00:e2:00:04");
 
     a.cli(&["machine", "add", mac3, "--department", "pharmacie", "--install"]);
-    let pc3 = a.pc("tap3", mac3, Firmware::Bios);
+    // A business desktop's hardware: an Intel NIC (e1000e, with QEMU's iPXE ROM for it) and a
+    // SATA disk behind AHCI; the agent's environment must find both.
+    let mut pc3 = a.pc("tap3", mac3, Firmware::Bios);
+    pc3.bios_nic = "e1000e";
+    pc3.disk_bus = DiskBus::Ahci;
     let (mut killed_at, mut last_poll) = (None::<(u64, u64)>, Instant::now());
     let run = a.agent_run(&pc3, "restart", |log| {
         // Once a quarter of the image is written, pull the plug on the appliance.

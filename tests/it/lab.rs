@@ -171,6 +171,16 @@ fn boot_client(lab: &Lab, tap: &str, mac: &str, fw: Firmware, work: &Path) -> St
     run_client(lab, &vm, "boot", &[], Duration::from_secs(240), done).log
 }
 
+/// The disk controllers of the PCs hospitals buy that QEMU emulates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DiskBus {
+    Virtio,
+    /// An NVMe SSD (the `nvme` driver).
+    Nvme,
+    /// A SATA disk behind an AHCI controller (`ahci`).
+    Ahci,
+}
+
 /// One QEMU client of the lab.
 pub(crate) struct Vm {
     pub tap: String,
@@ -178,16 +188,30 @@ pub(crate) struct Vm {
     pub fw: Firmware,
     pub mem_mib: u32,
     pub cpus: u32,
-    /// A raw disk file (virtio), booted after the network like a PC whose firmware tries
-    /// PXE first.
+    /// A raw disk file, booted after the network like a PC whose firmware tries PXE first.
     pub disk: Option<PathBuf>,
+    /// How the disk is attached.
+    pub disk_bus: DiskBus,
+    /// The NIC of a BIOS PC: QEMU's device model, with QEMU's iPXE ROM for it (UEFI PCs keep
+    /// virtio-net with the firmware's own PXE client).
+    pub bios_nic: &'static str,
     /// Where its serial logs and UEFI variables live.
     pub dir: PathBuf,
 }
 
 impl Vm {
     pub fn new(tap: &str, mac: &str, fw: Firmware, mem_mib: u32, dir: &Path) -> Vm {
-        Vm { tap: tap.into(), mac: mac.into(), fw, mem_mib, cpus: 1, disk: None, dir: dir.to_path_buf() }
+        Vm {
+            tap: tap.into(),
+            mac: mac.into(),
+            fw,
+            mem_mib,
+            cpus: 1,
+            disk: None,
+            disk_bus: DiskBus::Virtio,
+            bios_nic: "virtio-net-pci",
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// QEMU's human monitor of the running VM (a unix socket in its directory).
@@ -260,16 +284,20 @@ pub(crate) fn run_client(
     ];
     if let Some(disk) = &vm.disk {
         let boot = if vm.fw.uefi() { ",bootindex=2" } else { "" };
-        args.extend([
-            "-drive".into(),
-            format!("file={},format=raw,if=none,id=d0,cache=unsafe", disk.display()),
-            "-device".into(),
-            format!("virtio-blk-pci,drive=d0{boot}"),
-        ]);
+        args.extend(["-drive".into(), format!("file={},format=raw,if=none,id=d0,cache=unsafe", disk.display())]);
+        let device = match vm.disk_bus {
+            DiskBus::Virtio => format!("virtio-blk-pci,drive=d0{boot}"),
+            DiskBus::Nvme => format!("nvme,drive=d0,serial=PARC-NVME-{}{boot}", vm.tap),
+            DiskBus::Ahci => {
+                args.extend(["-device".into(), "ahci,id=ahci0".into()]);
+                format!("ide-hd,drive=d0,bus=ahci0.0{boot}")
+            }
+        };
+        args.extend(["-device".into(), device]);
     }
     match vm.fw {
         Firmware::Bios => {
-            args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac}"), "-boot".into(), "n".into()]);
+            args.extend(["-device".into(), format!("{},netdev=n0,mac={mac}", vm.bios_nic), "-boot".into(), "n".into()]);
         }
         Firmware::Uefi | Firmware::UefiSecureBoot => {
             let (code, vars_template) = match vm.fw {
