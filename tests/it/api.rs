@@ -426,7 +426,9 @@ fn agent_reports_survive_a_server_restart_and_success_needs_verification() {
     let token = token_of(&script);
     assert!(script.contains("parc.mode=task"), "{script}");
     let hw = json!({ "mac": mac, "serial": "CZC1234XYZ", "uuid": "4c4c4544-0042", "model": "HP EliteDesk 800 G6", "memory_bytes": 8u64 << 30,
-                     "disks": [{ "name": "nvme0n1", "size_bytes": 256_060_514_304u64, "bus": "nvme", "removable": false, "serial": "S4EWNX0R" }],
+                     "disks": [{ "name": "nvme0n1", "size_bytes": 256_060_514_304u64, "bus": "nvme", "removable": false, "serial": "S4EWNX0R",
+                                 // An NVMe namespace without EUI-64/NGUID: Linux spells its wwid out in hex.
+                                 "wwn": "nvme.144d-5334455758305230303030303030202020202020-53414d53554e47204d5a564c42323536484148512d303030303020202020202020-00000001" }],
                      "firmware": { "uefi": true, "secure_boot": true } });
     let (s, hello) = Api::new(&a.srv.url, Some(&token)).post("/api/v1/agent/hello", hw.clone());
     assert_eq!(s, 200, "{hello}");

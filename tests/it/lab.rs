@@ -447,7 +447,8 @@ fn boot_once(
     }
     let work = tempfile::tempdir().unwrap();
     let data = data_with_agent(work.path());
-    let mut lab = Lab::new(&test[..1]);
+    // Two letters of the test's name tell its namespaces from those of the tests running beside it.
+    let mut lab = Lab::new(&test[..2]);
     lab.tap("tap0");
     if hospital_dhcp {
         lab.hospital_dhcp();
@@ -484,7 +485,7 @@ fn uefi_pxe_boots_ipxe_through_parc_tftp_and_http() {
 #[test]
 fn uefi_secure_boot_boots_through_shim_and_grub_in_dhcp_mode() {
     let fw = Firmware::UefiSecureBoot;
-    let Some((line, _)) = boot_once("sb_dhcp", "52:54:00:77:00:40", fw, DHCP_MODE, false) else { return };
+    let Some((line, _)) = boot_once("sd_secure_dhcp", "52:54:00:77:00:40", fw, DHCP_MODE, false) else { return };
     assert!(line.contains("parc.mode=register") && !line.contains("initrd=initrd"), "{line}");
     assert!(line.contains("lockdown=none [integrity]"), "the kernel is not locked down by Secure Boot: {line}");
 }
@@ -496,7 +497,7 @@ fn uefi_secure_boot_boots_through_shim_and_grub_in_dhcp_mode() {
 fn uefi_secure_boot_boots_through_proxydhcp_beside_hospital_dhcp() {
     let proxy: &[&str] = &["--pxe-mode", "proxy"];
     let fw = Firmware::UefiSecureBoot;
-    let Some((line, _)) = boot_once("sb_proxy", "52:54:00:77:00:50", fw, proxy, true) else { return };
+    let Some((line, _)) = boot_once("sp_secure_proxy", "52:54:00:77:00:50", fw, proxy, true) else { return };
     assert!(line.contains("parc.mode=register") && !line.contains("initrd=initrd"), "{line}");
     assert!(line.contains("lockdown=none [integrity]"), "the kernel is not locked down by Secure Boot: {line}");
 }

@@ -162,7 +162,9 @@ fn check_hardware(hw: &Hardware) -> Result<(), AppError> {
         }
         text("disks.bus", &d.bus, 32)?;
         text("disks.serial", &d.serial, 128)?;
-        text("disks.wwn", &d.wwn, 64)?;
+        // Linux's `wwid` of an NVMe namespace without EUI-64 or NGUID spells out the vendor,
+        // serial and model in hex: over 100 characters on real drives (and QEMU's).
+        text("disks.wwn", &d.wwn, 256)?;
         text("disks.model", &d.model, 200)?;
     }
     Ok(())

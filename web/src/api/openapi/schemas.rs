@@ -786,7 +786,7 @@ pub fn components() -> Value {
             ("bus", false, null_or(text(32))),
             ("removable", false, boolean()),
             ("serial", false, null_or(text(128))),
-            ("wwn", false, null_or(text(64))),
+            ("wwn", false, null_or(text(256))),
             ("model", false, null_or(text(200))),
         ]),
     );
