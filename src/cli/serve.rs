@@ -231,6 +231,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         state.wake.target = target;
     }
     state.wake.interface = a.pxe_interface.clone();
+    state.ipxe_dir = a.tftp_root.clone();
     if let Some(c) = a.directory.clone() {
         let url = c.url.clone();
         state.directory = Some(Arc::new(parc_web::directory::Directory::new(c).context("[directory] in parc.toml")?));

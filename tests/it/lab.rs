@@ -442,6 +442,18 @@ fn boot_once(
     parc_mode: &[&str],
     hospital_dhcp: bool,
 ) -> Option<(String, tempfile::TempDir)> {
+    boot_once_on(test, mac, fw, parc_mode, hospital_dhcp, |_| {})
+}
+
+/// [`boot_once`], with `network` run on the lab before the client boots (firewall rules).
+fn boot_once_on(
+    test: &str,
+    mac: &str,
+    fw: Firmware,
+    parc_mode: &[&str],
+    hospital_dhcp: bool,
+    network: impl FnOnce(&Lab),
+) -> Option<(String, tempfile::TempDir)> {
     if !lab_prereqs(test) {
         return None;
     }
@@ -453,6 +465,7 @@ fn boot_once(
     if hospital_dhcp {
         lab.hospital_dhcp();
     }
+    network(&lab);
     // Kept open: parc serve prints its first-start lines after "serving".
     let _stdout = start_parc(&mut lab, &data, parc_mode);
     let log = boot_client(&lab, "tap0", mac, fw, work.path());
@@ -477,6 +490,29 @@ fn uefi_pxe_boots_ipxe_through_parc_tftp_and_http() {
     let Some((line, _)) = boot_once("uefi_dhcp", "52:54:00:77:00:20", Firmware::Uefi, &mode, false) else { return };
     assert!(line.contains("parc.mode=register"), "{line}");
     assert!(line.contains("initrd=initrd"), "not booted by iPXE: {line}");
+}
+
+/// UEFI HTTP boot, where a firewall drops TFTP between the PCs and parc: OVMF's PXE attempt
+/// gets no loader, its HTTP boot attempt (DHCP with `HTTPClient`, architecture 16) is offered
+/// `http://parc/ipxe/snponly.efi`, which iPXE continues over HTTP to the boot script.
+#[test]
+fn uefi_http_boot_reaches_the_boot_script_with_tftp_blocked() {
+    if !have("nft", "nftables") {
+        return;
+    }
+    let drop_tftp = |lab: &Lab| {
+        sh(&format!(
+            "ip netns exec {} nft add table inet parc_lab \\; add chain inet parc_lab input '{{ type filter hook input priority 0; }}' \\; add rule inet parc_lab input udp dport 69 drop",
+            lab.srv
+        ));
+    };
+    let fw = Firmware::Uefi;
+    let Some((line, work)) = boot_once_on("hb_http_boot", "52:54:00:77:00:60", fw, DHCP_MODE, false, drop_tftp) else {
+        return;
+    };
+    assert!(line.contains("parc.mode=register") && line.contains("initrd=initrd"), "not booted by iPXE: {line}");
+    let serial = std::fs::read_to_string(work.path().join("tap0.boot.serial.log")).unwrap_or_default();
+    assert!(serial.contains("HTTP Boot"), "not through HTTP boot:\n{serial}");
 }
 
 /// A PC with Secure Boot on (OVMF's Secure Boot build, Microsoft's keys enrolled), parc the

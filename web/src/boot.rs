@@ -192,3 +192,24 @@ pub async fn netboot_file(State(st): State<AppState>, Path(file): Path<String>) 
         Err(e) => Err(AppError::Internal(format!("{}: {e}", path.display()))),
     }
 }
+
+/// The iPXE loaders a UEFI HTTP boot client may be offered (`parc_pxe::boot`); nothing else of
+/// the iPXE directory is served.
+const HTTP_BOOT_LOADERS: [&str; 2] = ["snponly.efi", "ipxe.efi"];
+
+/// `GET /ipxe/<loader>`: what UEFI HTTP boot firmware fetches (plain HTTP, a Content-Length,
+/// `application/efi`), then iPXE asks for `/boot.ipxe` as any other.
+pub async fn http_boot_loader(State(st): State<AppState>, Path(file): Path<String>) -> Result<Response, AppError> {
+    if !HTTP_BOOT_LOADERS.contains(&file.as_str()) {
+        return Err(AppError::NotFound(format!("/ipxe/{file} does not exist")));
+    }
+    let path = st.ipxe_dir.join(&file);
+    match tokio::fs::read(&path).await {
+        Ok(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/efi")], body).into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "iPXE loader missing");
+            Err(AppError::NotFound(format!("{} is missing on this appliance (Debian's ipxe package)", path.display())))
+        }
+        Err(e) => Err(AppError::Internal(format!("{}: {e}", path.display()))),
+    }
+}

@@ -72,6 +72,9 @@ pub struct AppState {
     pub directory: Option<Arc<directory::Directory>>,
     /// The Active Directory domain Windows machines join offline.
     pub domain: Option<Arc<domain::DomainConfig>>,
+    /// Debian's iPXE binaries (`[pxe] tftp_root`, default `/usr/lib/ipxe`): UEFI HTTP boot
+    /// clients fetch `snponly.efi` or `ipxe.efi` from `/ipxe/`.
+    pub ipxe_dir: PathBuf,
 }
 
 /// Something that just happened, for live views.
@@ -148,6 +151,7 @@ impl AppState {
             sightings: Arc::default(),
             limits: Arc::default(),
             ca_pem: None,
+            ipxe_dir: "/usr/lib/ipxe".into(),
             directory: None,
             domain: None,
         };
@@ -180,6 +184,7 @@ pub fn app(state: AppState) -> Router {
         .route("/manifests/{digest}", get(chunks::manifest_get))
         .route("/boot.ipxe", get(boot::boot_script))
         .route("/netboot/{file}", get(boot::netboot_file))
+        .route("/ipxe/{file}", get(boot::http_boot_loader))
         .route("/tls/ca.pem", get(ca_pem))
         .nest("/api/v1", api::routes())
         .merge(console::routes())

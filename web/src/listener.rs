@@ -125,6 +125,7 @@ pub struct OverTls;
 pub fn firmware_path(method: &hyper::Method, path: &str) -> bool {
     path == "/boot.ipxe"
         || path.starts_with("/netboot/")
+        || path.starts_with("/ipxe/")
         || path.starts_with("/chunks/")
         || path.starts_with("/manifests/")
         || path.starts_with("/api/v1/agent/")
