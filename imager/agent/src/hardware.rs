@@ -27,7 +27,7 @@ pub struct Firmware {
 }
 
 /// The global variable GUID UEFI's `SecureBoot` variable lives under.
-const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d0-aae4-00e098032b8c";
+const SECURE_BOOT_VAR: &str = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
 /// `/sys/firmware/efi` exists on a UEFI boot; efivarfs shows each variable as 4 bytes of
 /// attributes then its value (`SecureBoot`: one byte, 1 = on). A firmware without the variable
@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(h.firmware, Firmware { uefi: false, secure_boot: None }, "no /sys/firmware/efi: BIOS");
         std::fs::create_dir_all(r.join("sys/firmware/efi/efivars")).unwrap();
         assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: None }, "efivarfs not mounted: unknown");
-        w("sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d0-aae4-00e098032b8c", "\x07\0\0\0\0\0");
+        w("sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c", "\x07\0\0\0\0\0");
         assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: Some(false) }, "no SecureBoot variable: off");
         std::fs::write(r.join("sys/firmware/efi/efivars").join(SECURE_BOOT_VAR), [6, 0, 0, 0, 1]).unwrap();
         assert_eq!(firmware(r), Firmware { uefi: true, secure_boot: Some(true) });
