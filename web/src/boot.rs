@@ -180,17 +180,8 @@ pub async fn netboot_file(State(st): State<AppState>, Path(file): Path<String>) 
     if !NETBOOT_FILES.contains(&file.as_str()) {
         return Err(AppError::NotFound(format!("/netboot/{file} does not exist")));
     }
-    let path = st.netboot_dir.join(&file);
-    match tokio::fs::read(&path).await {
-        Ok(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "agent file missing");
-            Err(AppError::NotFound(format!(
-                "the agent's {file} is not installed on this appliance (iso/build-netboot)"
-            )))
-        }
-        Err(e) => Err(AppError::Internal(format!("{}: {e}", path.display()))),
-    }
+    let missing = format!("the agent's {file} is not installed on this appliance (iso/build-netboot)");
+    boot_file(st.netboot_dir.join(&file), "application/octet-stream", missing).await
 }
 
 /// The iPXE loaders a UEFI HTTP boot client may be offered (`parc_pxe::boot`); nothing else of
@@ -204,11 +195,22 @@ pub async fn http_boot_loader(State(st): State<AppState>, Path(file): Path<Strin
         return Err(AppError::NotFound(format!("/ipxe/{file} does not exist")));
     }
     let path = st.ipxe_dir.join(&file);
+    let missing = format!("{} is missing on this appliance (Debian's ipxe package)", path.display());
+    boot_file(path, "application/efi", missing).await
+}
+
+/// A file network-booting firmware or the agent fetches, whole (so with a Content-Length);
+/// `missing`: what a 404 says.
+async fn boot_file(
+    path: std::path::PathBuf,
+    content_type: &'static str,
+    missing: String,
+) -> Result<Response, AppError> {
     match tokio::fs::read(&path).await {
-        Ok(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/efi")], body).into_response()),
+        Ok(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "iPXE loader missing");
-            Err(AppError::NotFound(format!("{} is missing on this appliance (Debian's ipxe package)", path.display())))
+            tracing::warn!(path = %path.display(), "boot file missing");
+            Err(AppError::NotFound(missing))
         }
         Err(e) => Err(AppError::Internal(format!("{}: {e}", path.display()))),
     }

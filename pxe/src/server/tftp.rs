@@ -70,8 +70,6 @@ impl From<PathBuf> for Files {
 enum Source {
     /// A file on disk.
     File(PathBuf),
-    /// That file, opened.
-    Opened(Opened),
     /// [`crate::grub::BOOTSTRAP`].
     Bootstrap,
     /// A machine's GRUB script.
@@ -189,20 +187,10 @@ pub async fn run(
             continue;
         }
         let mut guard = ActiveGuard { set: active.clone(), peer, armed: true };
-        let source = files.route(&request.filename).and_then(|s| match s {
-            Source::File(path) => open(path).map(Source::Opened),
-            other => Ok(other),
-        });
-        let opened = match source {
-            Err((code, msg)) => {
-                info!(%peer, file = %request.filename, %msg, "TFTP request refused");
-                reply_error(&socket, peer, code, &msg).await;
-                guard.release();
-                continue;
-            }
-            Ok(Source::Opened(o)) => o,
-            Ok(Source::File(_)) => unreachable!("opened above"),
-            Ok(Source::Bootstrap) => Opened::text(crate::grub::BOOTSTRAP.into(), crate::grub::bootstrap()),
+        let opened = match files.route(&request.filename) {
+            Ok(Source::File(path)) => open(path),
+            Ok(Source::Bootstrap) => Ok(Opened::text(crate::grub::BOOTSTRAP.into(), crate::grub::bootstrap())),
+            Err(e) => Err(e),
             Ok(Source::MachineScript(scripts, mac)) => {
                 // The web server's decision (database, journal) runs on a blocking thread, in
                 // the transfer's own task: the loop goes on receiving.
@@ -226,6 +214,15 @@ pub async fn run(
                         warn!(%peer, error = %e, "TFTP transfer failed");
                     }
                 });
+                continue;
+            }
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            Err((code, msg)) => {
+                info!(%peer, file = %request.filename, %msg, "TFTP request refused");
+                reply_error(&socket, peer, code, &msg).await;
+                guard.release();
                 continue;
             }
         };
